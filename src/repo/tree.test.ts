@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import { isBunkerError } from '../core/errors.js';
+import { decodeTree, encodeTree, FLAG_SPARSE, treeReferences, type TreeEntry } from './tree.js';
+
+const id = (c: string) => c.repeat(64);
+
+function entry(name: Buffer | string, over: Partial<TreeEntry>): TreeEntry {
+  return {
+    name: Buffer.isBuffer(name) ? name : Buffer.from(name),
+    type: 'file',
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    mtimeNs: 0n,
+    ctimeNs: 0n,
+    ino: 1n,
+    flags: 0,
+    ...over,
+  };
+}
+
+describe('tree objects', () => {
+  const entries: TreeEntry[] = [
+    entry('zeta', { content: { size: 5, chunks: [id('a'), id('b')] }, linkGroup: 3, flags: FLAG_SPARSE }),
+    entry(Buffer.from([0xff, 0xfe, 0x0a]), { type: 'dir', mode: 0o1777, subtree: id('c'), uid: 1234, gid: 5678 }),
+    entry('link', { type: 'symlink', target: Buffer.from('/etc/../x') , mtimeNs: -1_500_000_001n }),
+    entry('dev', { type: 'chardev', rdev: 0x10203n, mtimeNs: 4102444800_123456789n, ino: 2n ** 63n }),
+    entry('fifo', { type: 'fifo', mode: 0o6755, xattrs: [[Buffer.from('user.a'), Buffer.from([0, 1, 2])]] }),
+    entry('empty', { content: { size: 0, chunks: [] } }),
+  ];
+
+  it('round-trips every field, sorted by raw name bytes', () => {
+    const decoded = decodeTree(encodeTree(entries));
+    const names = decoded.map((e) => e.name);
+    expect(names).toEqual([...names].sort(Buffer.compare));
+    for (const original of entries) {
+      const got = decoded.find((e) => e.name.equals(original.name))!;
+      expect(got).toBeDefined();
+      expect(got.type).toBe(original.type);
+      expect(got.mode).toBe(original.mode);
+      expect(got.mtimeNs).toBe(original.mtimeNs);
+      expect(got.ino).toBe(original.ino);
+      expect(got.content).toEqual(original.content ?? (original.type === 'file' ? { size: 0, chunks: [] } : undefined));
+      expect(got.subtree).toBe(original.subtree);
+      expect(got.target).toEqual(original.target);
+      expect(got.rdev).toBe(original.rdev);
+      expect(got.xattrs).toEqual(original.xattrs);
+    }
+    expect(decoded.find((e) => e.name.toString() === 'zeta')!.linkGroup).toBe(3);
+  });
+
+  it('lists subtrees and non-empty streams for check', () => {
+    const refs = treeReferences(encodeTree(entries));
+    expect(refs.subtrees).toEqual([id('c')]);
+    expect(refs.streams).toEqual([{ size: 5, chunks: [id('a'), id('b')] }]);
+  });
+
+  it('refuses duplicate names and malformed blobs', () => {
+    expect(() => encodeTree([entry('a', {}), entry('a', {})])).toThrow(/duplicate/);
+    const good = encodeTree(entries);
+    for (const bad of [good.subarray(0, good.length - 3), Buffer.concat([good, Buffer.from([0])]), Buffer.from('nope')]) {
+      let err: unknown;
+      try {
+        decodeTree(bad);
+      } catch (e) {
+        err = e;
+      }
+      expect(isBunkerError(err, 'corrupt')).toBe(true);
+    }
+  });
+});

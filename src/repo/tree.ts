@@ -1,0 +1,309 @@
+// The tree object: one blob per directory, stored with repo.putTree(). The files engine writes and
+// reads it; the repository's check and prune follow it through treeReferences() without knowing the
+// rest. Binary rather than JSON because names are raw bytes (non-UTF-8 names must survive) and a
+// mount can hold millions of entries.
+//
+// Layout (all integers unsigned LEB128 varints unless said; times are zigzag varints of nanoseconds):
+//   "BKT" 0x01                      magic + format version
+//   count                           number of entries, sorted by raw name bytes, no duplicates
+//   per entry:
+//     nameLen name                  one path component, raw bytes
+//     type (1 byte)                 EntryType code below
+//     mode uid gid                  permission bits incl. setuid/setgid/sticky (mode & 0o7777)
+//     mtimeNs ctimeNs (zigzag)      ctime and ino are kept only to detect unchanged files next time
+//     ino flags
+//     file:     size nChunks chunk*32 linkGroup   (linkGroup 0 = not hard-linked)
+//     dir:      subtree id (32 bytes)
+//     symlink:  targetLen target
+//     chardev/blockdev: rdev
+//     if flags & XATTRS: n (nameLen name valueLen value)*n
+import { BunkerError } from '../core/errors.js';
+import type { BlobId, StreamRef } from './types.js';
+
+export type EntryType = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev';
+
+const TYPE_CODES: Record<EntryType, number> = {
+  file: 1,
+  dir: 2,
+  symlink: 3,
+  fifo: 4,
+  socket: 5,
+  chardev: 6,
+  blockdev: 7,
+};
+const CODE_TYPES = new Map<number, EntryType>(Object.entries(TYPE_CODES).map(([t, c]) => [c, t as EntryType]));
+
+/** Entry flag bits. */
+export const FLAG_SPARSE = 1; // the file had holes: restore writes zero blocks as holes
+export const FLAG_XATTRS = 2;
+export const FLAG_UNSTABLE = 4; // the file kept changing while read: content may be inconsistent
+
+export interface TreeEntry {
+  /** One path component, raw bytes. */
+  name: Buffer;
+  type: EntryType;
+  /** Permission bits including setuid, setgid and sticky (st_mode & 0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Nanoseconds since the epoch (negative before 1970). */
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  ino: bigint;
+  flags: number;
+  /** Files: their contents. */
+  content?: StreamRef;
+  /** Files: entries of one mount sharing a non-zero linkGroup are hard links to one inode. */
+  linkGroup?: number;
+  /** Directories: the tree blob of their contents. */
+  subtree?: BlobId;
+  /** Symlinks: the target, raw bytes, never resolved. */
+  target?: Buffer;
+  /** Character and block devices. */
+  rdev?: bigint;
+  /** User extended attributes (names include the "user." prefix). */
+  xattrs?: Array<[Buffer, Buffer]>;
+}
+
+const MAGIC = Buffer.from([0x42, 0x4b, 0x54, 0x01]); // "BKT" v1
+
+class Out {
+  buf = Buffer.allocUnsafe(4096);
+  len = 0;
+  private ensure(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.len);
+    this.buf = next;
+  }
+  byte(b: number): void {
+    this.ensure(1);
+    this.buf[this.len++] = b;
+  }
+  bytes(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+  }
+  uint(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0) throw new BunkerError('internal', `tree: bad integer ${n}`);
+    this.ensure(10);
+    while (n >= 0x80) {
+      this.buf[this.len++] = (n % 0x80) | 0x80;
+      n = Math.floor(n / 0x80);
+    }
+    this.buf[this.len++] = n;
+  }
+  big(n: bigint): void {
+    if (n < 0n) throw new BunkerError('internal', `tree: bad integer ${n}`);
+    this.ensure(20);
+    while (n >= 0x80n) {
+      this.buf[this.len++] = Number(n & 0x7fn) | 0x80;
+      n >>= 7n;
+    }
+    this.buf[this.len++] = Number(n);
+  }
+  zigzag(n: bigint): void {
+    this.big(n >= 0n ? n << 1n : ((-n) << 1n) - 1n);
+  }
+  lenBytes(b: Uint8Array): void {
+    this.uint(b.length);
+    this.bytes(b);
+  }
+  id(id: BlobId): void {
+    if (!/^[0-9a-f]{64}$/.test(id)) throw new BunkerError('internal', `tree: bad blob id "${id}"`);
+    this.bytes(Buffer.from(id, 'hex'));
+  }
+}
+
+class In {
+  pos = 0;
+  constructor(private readonly buf: Buffer) {}
+  private fail(what: string): never {
+    throw new BunkerError('corrupt', `tree object is malformed: ${what} at byte ${this.pos}`, {
+      hint: 'Run `bunker check` on the repository; the snapshot that uses this tree cannot be restored as is.',
+    });
+  }
+  get done(): boolean {
+    return this.pos >= this.buf.length;
+  }
+  byte(): number {
+    const b = this.buf[this.pos];
+    if (b === undefined) this.fail('truncated');
+    this.pos++;
+    return b;
+  }
+  bytes(n: number): Buffer {
+    if (this.pos + n > this.buf.length) this.fail('truncated');
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+  uint(): number {
+    let n = 0;
+    let mul = 1;
+    for (let i = 0; i < 8; i++) {
+      const b = this.byte();
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) {
+        if (!Number.isSafeInteger(n)) this.fail('integer too large');
+        return n;
+      }
+      mul *= 0x80;
+    }
+    return this.fail('integer too large');
+  }
+  big(): bigint {
+    let n = 0n;
+    let shift = 0n;
+    for (let i = 0; i < 19; i++) {
+      const b = this.byte();
+      n |= BigInt(b & 0x7f) << shift;
+      if (b < 0x80) return n;
+      shift += 7n;
+    }
+    return this.fail('integer too large');
+  }
+  zigzag(): bigint {
+    const z = this.big();
+    return z & 1n ? -((z + 1n) >> 1n) : z >> 1n;
+  }
+  lenBytes(): Buffer {
+    return Buffer.from(this.bytes(this.uint()));
+  }
+  id(): BlobId {
+    return this.bytes(32).toString('hex');
+  }
+}
+
+/** Encodes a directory's entries (sorted here by raw name bytes). Entries with equal names are refused. */
+export function encodeTree(entries: readonly TreeEntry[]): Buffer {
+  const sorted = [...entries].sort((a, b) => Buffer.compare(a.name, b.name));
+  const out = new Out();
+  out.bytes(MAGIC);
+  out.uint(sorted.length);
+  for (let i = 0; i < sorted.length; i++) {
+    const e = sorted[i]!;
+    if (i > 0 && Buffer.compare(sorted[i - 1]!.name, e.name) === 0) {
+      throw new BunkerError('internal', `tree: duplicate entry name ${JSON.stringify(e.name.toString('latin1'))}`);
+    }
+    out.lenBytes(e.name);
+    out.byte(TYPE_CODES[e.type]);
+    out.uint(e.mode & 0o7777);
+    out.uint(e.uid);
+    out.uint(e.gid);
+    out.zigzag(e.mtimeNs);
+    out.zigzag(e.ctimeNs);
+    out.big(e.ino);
+    const flags = (e.flags & ~FLAG_XATTRS) | (e.xattrs && e.xattrs.length > 0 ? FLAG_XATTRS : 0);
+    out.uint(flags);
+    switch (e.type) {
+      case 'file': {
+        const content = e.content ?? { size: 0, chunks: [] };
+        out.uint(content.size);
+        out.uint(content.chunks.length);
+        for (const c of content.chunks) out.id(c);
+        out.uint(e.linkGroup ?? 0);
+        break;
+      }
+      case 'dir':
+        if (!e.subtree) throw new BunkerError('internal', 'tree: directory entry without a subtree');
+        out.id(e.subtree);
+        break;
+      case 'symlink':
+        out.lenBytes(e.target ?? Buffer.alloc(0));
+        break;
+      case 'chardev':
+      case 'blockdev':
+        out.big(e.rdev ?? 0n);
+        break;
+      default:
+        break;
+    }
+    if (flags & FLAG_XATTRS) {
+      out.uint(e.xattrs!.length);
+      for (const [name, value] of e.xattrs!) {
+        out.lenBytes(name);
+        out.lenBytes(value);
+      }
+    }
+  }
+  return Buffer.from(out.buf.subarray(0, out.len));
+}
+
+/**
+ * Decodes a tree object. Structure is checked (corrupt on any malformation); names are returned as
+ * stored: whoever writes them to disk must check them (see the files engine's restore).
+ */
+export function decodeTree(blob: Buffer): TreeEntry[] {
+  const r = new In(blob);
+  if (blob.length < 4 || Buffer.compare(blob.subarray(0, 4), MAGIC) !== 0) {
+    throw new BunkerError('corrupt', 'tree object has an unknown format (bad magic or version)', {
+      hint: 'The snapshot was written by a newer Bunker or is damaged; run `bunker check`.',
+    });
+  }
+  r.bytes(4);
+  const count = r.uint();
+  const entries: TreeEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = r.lenBytes();
+    const code = r.byte();
+    const type = CODE_TYPES.get(code);
+    if (!type) throw new BunkerError('corrupt', `tree object is malformed: unknown entry type ${code}`);
+    const e: TreeEntry = {
+      name,
+      type,
+      mode: r.uint() & 0o7777,
+      uid: r.uint(),
+      gid: r.uint(),
+      mtimeNs: r.zigzag(),
+      ctimeNs: r.zigzag(),
+      ino: r.big(),
+      flags: r.uint(),
+    };
+    switch (type) {
+      case 'file': {
+        const size = r.uint();
+        const n = r.uint();
+        const chunks: BlobId[] = [];
+        for (let j = 0; j < n; j++) chunks.push(r.id());
+        e.content = { size, chunks };
+        e.linkGroup = r.uint();
+        break;
+      }
+      case 'dir':
+        e.subtree = r.id();
+        break;
+      case 'symlink':
+        e.target = r.lenBytes();
+        break;
+      case 'chardev':
+      case 'blockdev':
+        e.rdev = r.big();
+        break;
+      default:
+        break;
+    }
+    if (e.flags & FLAG_XATTRS) {
+      const n = r.uint();
+      e.xattrs = [];
+      for (let j = 0; j < n; j++) e.xattrs.push([r.lenBytes(), r.lenBytes()]);
+    }
+    entries.push(e);
+  }
+  if (!r.done) throw new BunkerError('corrupt', 'tree object is malformed: trailing bytes');
+  return entries;
+}
+
+/** The blobs a tree object points at: subdirectory trees and file contents (for check and prune). */
+export function treeReferences(blob: Buffer): { subtrees: BlobId[]; streams: StreamRef[] } {
+  const subtrees: BlobId[] = [];
+  const streams: StreamRef[] = [];
+  for (const e of decodeTree(blob)) {
+    if (e.subtree) subtrees.push(e.subtree);
+    if (e.content && e.content.chunks.length > 0) streams.push(e.content);
+  }
+  return { subtrees, streams };
+}
