@@ -16,6 +16,10 @@ export interface HoldReport {
   heldRequests: number;
   /** Requests turned away with 503 + Retry-After because the held queue was full. */
   rejectedRequests: number;
+  /** Time from the hold's start until in-flight requests had finished (part of pauseMs). */
+  drainMs?: number;
+  /** Clients that gave up while their request was held (it was never forwarded). */
+  abandonedRequests?: number;
 }
 
 /** Traffic is held until release() is called, or the hold timeout passes (the gateway then releases by itself). */
@@ -44,4 +48,6 @@ export interface GatewayOptions {
   log: Logger;
   /** Bound of the held queue per environment; past it requests get 503 with Retry-After. */
   maxHeldRequests?: number;
+  /** How long a request that never reached the application (connection refused) keeps being retried (default 10 s). */
+  upstreamRetryMs?: number;
 }
