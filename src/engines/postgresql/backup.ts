@@ -1,0 +1,182 @@
+// A consistent backup: one REPEATABLE READ transaction exports its snapshot (pin, milliseconds); the
+// schema comes from pg_dump --snapshot and each table's rows from COPY in parallel psql sessions that
+// adopt the same snapshot, one repository stream per table so an unchanged table deduplicates.
+import pg from 'pg';
+import { BunkerError, asBunkerError } from '../../core/errors.js';
+import type { BackupContext, BackupSession } from '../engine.js';
+import type { ServiceArtifact, StreamRef } from '../../repo/types.js';
+import {
+  databaseInfo,
+  largeObjectCount,
+  listTables,
+  lockTables,
+  partitionedParents,
+  readSequences,
+  referencedRoles,
+  type TableEntry,
+} from './catalog.js';
+import { clientConfig, toolEnv, type PgTarget } from './connection.js';
+import { PSQL_FLAGS, parallel, runTool } from './tools.js';
+import { FORMAT, type PgMeta, tableStreamKey, SCHEMA_STREAM, LARGE_OBJECTS_STREAM } from './format.js';
+
+export class PgBackupSession implements BackupSession {
+  private client: pg.Client | undefined;
+  private snapshot: string | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly target: PgTarget,
+    private readonly ctx: BackupContext,
+    private readonly jobs: number,
+  ) {}
+
+  async prepare(): Promise<void> {
+    const client = new pg.Client(clientConfig(this.target));
+    client.on('error', () => {}); // a dropped connection surfaces on the next query
+    try {
+      await client.connect();
+    } catch (err) {
+      throw new BunkerError('unreachable', `cannot connect to PostgreSQL at ${this.target.display}: ${(err as Error).message}`, {
+        cause: err,
+        hint: 'Check that the server is running and the url (host, port, user, database) is right.',
+      });
+    }
+    this.client = client;
+  }
+
+  async pin(): Promise<void> {
+    const client = this.requireClient();
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    const { rows } = await client.query('SELECT pg_export_snapshot() AS s');
+    this.snapshot = rows[0].s as string;
+  }
+
+  async stream(): Promise<ServiceArtifact> {
+    const client = this.requireClient();
+    const snapshot = this.snapshot;
+    if (!snapshot) throw new BunkerError('internal', 'postgresql backup: stream() called before pin()');
+    const { repo, log, signal } = this.ctx;
+    try {
+      const info = await databaseInfo(client);
+      const tables = await listTables(client);
+      await lockTables(client, [...tables.map((t) => t.qualified), ...(await partitionedParents(client))]);
+      const sequences = await readSequences(client);
+      const roles = await referencedRoles(client);
+      const largeObjects = await largeObjectCount(client);
+      log.info(`postgresql ${info.name}: ${tables.length} tables, ${sequences.length} sequences, ${largeObjects} large objects`);
+
+      const env = toolEnv(this.target, { PGCLIENTENCODING: info.encoding });
+      const streams: Record<string, StreamRef> = {};
+      let bytes = 0;
+      const totalBytes = tables.reduce((s, t) => s + t.bytes, 0);
+      const store = async (key: string, label: string, produce: (out: NodeJS.WritableStream) => Promise<void>) => {
+        const writer = repo.writeStream({ label });
+        const ran = produce(writer);
+        const [ref] = await Promise.all([writer.done(), ran]);
+        streams[key] = ref;
+        bytes += ref.size;
+        this.ctx.progress({ bytes, totalBytes });
+      };
+
+      // Schema (pre-data and post-data) is one small custom-format archive, so the restore can build
+      // post-data objects in parallel with pg_restore -j.
+      const schemaDump = store(SCHEMA_STREAM, `${info.name} schema`, (out) =>
+        runTool({
+          tool: 'pg_dump',
+          args: ['-Fc', '-Z0', '--schema-only', `--snapshot=${snapshot}`, '-d', this.target.database],
+          env,
+          output: out as never,
+          signal,
+          what: `dumping the schema of ${info.name}`,
+        }),
+      );
+      // Large objects: their metadata (owner, ACL, comments) and contents; the schema rides along but
+      // the restore takes only the large-object entries from this archive.
+      const loDump =
+        largeObjects > 0
+          ? store(LARGE_OBJECTS_STREAM, `${info.name} large objects`, (out) =>
+              runTool({
+                tool: 'pg_dump',
+                args: ['-Fc', '-Z0', '--exclude-table-data=*.*', '--blobs', `--snapshot=${snapshot}`, '-d', this.target.database],
+                env,
+                output: out as never,
+                signal,
+                what: `dumping the large objects of ${info.name}`,
+              }),
+            )
+          : Promise.resolve();
+
+      const byLargest = [...tables].sort((a, b) => b.bytes - a.bytes);
+      const copies = parallel(byLargest, this.jobs, (t) =>
+        store(tableStreamKey(t), `${info.name} ${t.schema}.${t.name}`, (out) => this.copyOut(t, snapshot, env, out)),
+      );
+      await Promise.all([schemaDump, loDump, copies]);
+
+      const meta: PgMeta = {
+        database: info.name,
+        encoding: info.encoding,
+        collate: info.collate,
+        ctype: info.ctype,
+        owner: info.owner,
+        serverVersion: info.serverVersion,
+        serverVersionNum: info.serverVersionNum,
+        tables: tables.map((t) => ({ qualified: t.qualified, schema: t.schema, name: t.name, columns: t.columns, bytes: t.bytes })),
+        sequences,
+        roles,
+        largeObjects,
+      };
+      return {
+        engine: 'postgresql',
+        format: FORMAT,
+        streams,
+        trees: {},
+        meta: meta as unknown as Record<string, unknown>,
+        size: bytes,
+        warnings: [],
+      };
+    } catch (err) {
+      throw asBunkerError(err, 'engine', `postgresql backup of ${this.target.display}`);
+    }
+  }
+
+  /** COPY one table as of the pinned snapshot. Text format: portable across versions and type OIDs. */
+  private copyOut(t: TableEntry, snapshot: string, env: NodeJS.ProcessEnv, out: NodeJS.WritableStream): Promise<void> {
+    const columns = t.columns ? ` (${t.columns})` : '';
+    return runTool({
+      tool: 'psql',
+      args: [
+        ...PSQL_FLAGS,
+        '-c', 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY',
+        '-c', `SET TRANSACTION SNAPSHOT '${snapshot}'`,
+        // Fail rather than silently skip rows hidden by row-level security (as pg_dump does).
+        '-c', 'SET row_security = off',
+        '-c', `COPY ${t.qualified}${columns} TO STDOUT`,
+        '-c', 'COMMIT',
+        '-d', this.target.database,
+      ],
+      env,
+      output: out as never,
+      signal: this.ctx.signal,
+      what: `copying table ${t.schema}.${t.name}`,
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const client = this.client;
+    this.client = undefined;
+    if (!client) return;
+    try {
+      if (this.snapshot) await client.query('ROLLBACK');
+    } catch {
+      // the connection may already be gone; ending it releases the snapshot either way
+    }
+    await client.end().catch(() => {});
+  }
+
+  private requireClient(): pg.Client {
+    if (!this.client) throw new BunkerError('internal', 'postgresql backup: prepare() was not called');
+    return this.client;
+  }
+}

@@ -1,0 +1,135 @@
+// Catalog queries run inside the backup's snapshot: what to copy, sequence positions, and which roles
+// the database refers to (so a restore can name the missing ones before it starts).
+import type pg from 'pg';
+
+export interface TableEntry {
+  /** schema.table, each part quoted as SQL needs it. */
+  qualified: string;
+  schema: string;
+  name: string;
+  /** Comma-separated, quoted column list without generated columns (they are recomputed on load). */
+  columns: string;
+  /** On-disk size at backup time, to copy the largest tables first. */
+  bytes: number;
+}
+
+export interface SequenceEntry {
+  qualified: string;
+  lastValue: string;
+  isCalled: boolean;
+}
+
+export interface DatabaseInfo {
+  name: string;
+  encoding: string;
+  collate: string;
+  ctype: string;
+  owner: string;
+  serverVersion: string;
+  serverVersionNum: number;
+}
+
+const USER_SCHEMAS = `n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'`;
+
+// Objects that belong to an extension are recreated by CREATE EXTENSION, not copied.
+const NOT_EXTENSION_MEMBER = `NOT EXISTS (SELECT 1 FROM pg_depend d
+  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+
+export async function databaseInfo(client: pg.Client): Promise<DatabaseInfo> {
+  const { rows } = await client.query(`
+    SELECT d.datname AS name, pg_encoding_to_char(d.encoding) AS encoding, d.datcollate AS collate,
+           d.datctype AS ctype, pg_get_userbyid(d.datdba) AS owner,
+           current_setting('server_version') AS server_version,
+           current_setting('server_version_num')::int AS server_version_num
+    FROM pg_database d WHERE d.datname = current_database()`);
+  const r = rows[0];
+  return {
+    name: r.name,
+    encoding: r.encoding,
+    collate: r.collate,
+    ctype: r.ctype,
+    owner: r.owner,
+    serverVersion: r.server_version,
+    serverVersionNum: r.server_version_num,
+  };
+}
+
+/** Tables that hold rows: plain and unlogged tables and leaf partitions (partitioned parents hold none). */
+export async function listTables(client: pg.Client): Promise<TableEntry[]> {
+  const { rows } = await client.query(`
+    SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qualified,
+           n.nspname AS schema, c.relname AS name,
+           (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
+           pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0) AS bytes
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND ${USER_SCHEMAS} AND ${NOT_EXTENSION_MEMBER}
+    ORDER BY n.nspname, c.relname`);
+  return rows.map((r) => ({ qualified: r.qualified, schema: r.schema, name: r.name, columns: r.columns ?? '', bytes: Number(r.bytes) }));
+}
+
+/** Every relation pg_dump will lock, so a concurrent DROP or ALTER waits for the backup instead of breaking it. */
+export async function lockTables(client: pg.Client, tables: readonly string[]): Promise<void> {
+  for (let i = 0; i < tables.length; i += 500) {
+    await client.query(`LOCK TABLE ${tables.slice(i, i + 500).join(', ')} IN ACCESS SHARE MODE`);
+  }
+}
+
+export async function partitionedParents(client: pg.Client): Promise<string[]> {
+  const { rows } = await client.query(`
+    SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qualified
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'p' AND ${USER_SCHEMAS} AND ${NOT_EXTENSION_MEMBER}`);
+  return rows.map((r) => r.qualified as string);
+}
+
+/**
+ * Sequence positions. Sequences are not transactional, so like pg_dump this reads their current state
+ * right after the snapshot was pinned.
+ */
+export async function readSequences(client: pg.Client): Promise<SequenceEntry[]> {
+  const { rows } = await client.query(`
+    SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qualified
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'S' AND ${USER_SCHEMAS} AND ${NOT_EXTENSION_MEMBER}
+    ORDER BY 1`);
+  const out: SequenceEntry[] = [];
+  for (let i = 0; i < rows.length; i += 200) {
+    const batch = rows.slice(i, i + 200);
+    const sql = batch
+      .map((r, j) => `SELECT ${j} AS i, last_value::text AS v, is_called AS c FROM ${r.qualified as string}`)
+      .join(' UNION ALL ');
+    const res = await client.query(sql);
+    for (const v of res.rows) out.push({ qualified: batch[v.i]!.qualified, lastValue: v.v, isCalled: v.c });
+  }
+  return out;
+}
+
+/** Roles that own objects in this database or appear in its privileges and policies. */
+export async function referencedRoles(client: pg.Client): Promise<string[]> {
+  const { rows } = await client.query(`
+    WITH ids AS (
+      SELECT c.relowner AS id FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${USER_SCHEMAS}
+      UNION SELECT (aclexplode(c.relacl)).grantee FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relacl IS NOT NULL AND ${USER_SCHEMAS}
+      UNION SELECT p.proowner FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE ${USER_SCHEMAS}
+      UNION SELECT (aclexplode(p.proacl)).grantee FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE p.proacl IS NOT NULL AND ${USER_SCHEMAS}
+      UNION SELECT t.typowner FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE ${USER_SCHEMAS}
+      UNION SELECT n.nspowner FROM pg_namespace n WHERE ${USER_SCHEMAS}
+      UNION SELECT (aclexplode(n.nspacl)).grantee FROM pg_namespace n WHERE n.nspacl IS NOT NULL AND ${USER_SCHEMAS}
+      UNION SELECT unnest(polroles) FROM pg_policy
+      UNION SELECT lomowner FROM pg_largeobject_metadata
+      UNION SELECT (aclexplode(lomacl)).grantee FROM pg_largeobject_metadata WHERE lomacl IS NOT NULL
+      UNION SELECT defaclrole FROM pg_default_acl
+      UNION SELECT (aclexplode(defaclacl)).grantee FROM pg_default_acl
+    )
+    SELECT DISTINCT r.rolname FROM ids JOIN pg_roles r ON r.oid = ids.id ORDER BY 1`);
+  return rows.map((r) => r.rolname as string);
+}
+
+export async function largeObjectCount(client: pg.Client): Promise<number> {
+  const { rows } = await client.query('SELECT count(*)::int AS n FROM pg_largeobject_metadata');
+  return rows[0].n as number;
+}

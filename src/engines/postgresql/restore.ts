@@ -1,0 +1,270 @@
+// Restore beside the target: a shadow database is built (pre-data, parallel COPY, large objects,
+// sequence positions, post-data with pg_restore -j), then one transaction renames the target away and
+// the shadow into its place. A kill at any point leaves the target either wholly old or wholly new:
+// before that transaction commits the target is untouched; after it, the target is the restored copy.
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { BunkerError, asBunkerError } from '../../core/errors.js';
+import type { RestoreContext, RestoreSession } from '../engine.js';
+import type { ServiceArtifact } from '../../repo/types.js';
+import { clientConfig, toolEnv, withDatabase, type PgTarget } from './connection.js';
+import { FORMAT, LARGE_OBJECTS_STREAM, SCHEMA_STREAM, tableStreamKey, type PgMeta } from './format.js';
+import { PSQL_FLAGS, parallel, runTool } from './tools.js';
+
+/** Fixed-length, per-target names for the shadow and the displaced database (names cap at 63 bytes). */
+export function sideNames(target: string): { shadow: string; old: string } {
+  const h = createHash('sha256').update(target).digest('hex').slice(0, 12);
+  return { shadow: `bunker_shadow_${h}`, old: `bunker_old_${h}` };
+}
+
+const ident = (name: string) => `"${name.replace(/"/g, '""')}"`;
+const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
+
+export interface PgRestoreOptions {
+  jobs: number;
+  noOwner: boolean;
+  stateDir: string;
+}
+
+export class PgRestoreSession implements RestoreSession {
+  private readonly meta: PgMeta;
+  private readonly names: { shadow: string; old: string };
+  private staged = false;
+
+  constructor(
+    private readonly target: PgTarget,
+    private readonly ctx: RestoreContext,
+    private readonly artifact: ServiceArtifact,
+    private readonly options: PgRestoreOptions,
+  ) {
+    if (artifact.engine !== 'postgresql') {
+      throw new BunkerError('target_mismatch', `cannot restore a ${artifact.engine} backup into a postgresql service`);
+    }
+    if (artifact.format !== FORMAT) {
+      throw new BunkerError('not_restorable', `postgresql backup format ${artifact.format} is not known to this Bunker`, {
+        hint: 'Restore with the Bunker version that made the backup, or a newer one.',
+      });
+    }
+    if (!artifact.streams[SCHEMA_STREAM]) throw new BunkerError('not_restorable', 'postgresql backup has no schema stream');
+    this.meta = artifact.meta as unknown as PgMeta;
+    this.names = sideNames(target.database);
+  }
+
+  async stage(): Promise<void> {
+    const { log } = this.ctx;
+    const { shadow, old } = this.names;
+    const work = await mkdtemp(join(this.options.stateDir, 'pg-restore-'));
+    try {
+      await this.withAdmin(async (admin) => {
+        // Leftovers of a killed run: an unfinished shadow, or a displaced database whose swap succeeded.
+        await admin.query(`DROP DATABASE IF EXISTS ${ident(shadow)} WITH (FORCE)`);
+        await admin.query(`DROP DATABASE IF EXISTS ${ident(old)} WITH (FORCE)`);
+        const missing = await this.missingRoles(admin);
+        if (missing.length && !this.options.noOwner) {
+          throw new BunkerError('engine', `the target server ${this.target.display} lacks roles the backup refers to: ${missing.join(', ')}`, {
+            hint: 'Create these roles on the target server, or set no_owner: true on the service to restore everything owned by the connecting user.',
+            details: { missingRoles: missing },
+          });
+        }
+        if (missing.length) log.warn(`postgresql restore: roles ${missing.join(', ')} are missing; ownership and privileges are not restored (no_owner)`);
+        const ownerExists = !missing.includes(this.meta.owner) && !this.options.noOwner;
+        await admin.query(
+          `CREATE DATABASE ${ident(shadow)} TEMPLATE template0 ENCODING ${literal(this.meta.encoding)}` +
+            ` LC_COLLATE ${literal(this.meta.collate)} LC_CTYPE ${literal(this.meta.ctype)}` +
+            (ownerExists ? ` OWNER ${ident(this.meta.owner)}` : ''),
+        );
+      });
+      this.staged = true;
+      log.info(`postgresql restore: building ${this.target.database} in shadow database ${shadow}`);
+
+      const env = toolEnv(withDatabase(this.target, shadow), { PGCLIENTENCODING: this.meta.encoding });
+      const ownerFlags = this.options.noOwner ? ['--no-owner', ...(await this.rolesMissingFlags())] : [];
+      const schemaFile = join(work, 'schema.dump');
+      await this.saveStream(SCHEMA_STREAM, schemaFile);
+      const pgRestore = (args: string[], what: string, input?: Readable) =>
+        runTool({
+          tool: 'pg_restore',
+          args: ['--exit-on-error', ...ownerFlags, '-d', shadow, ...args],
+          env,
+          input,
+          signal: this.ctx.signal,
+          what,
+        });
+
+      await pgRestore(['--section=pre-data', '--single-transaction', schemaFile], 'creating the schema');
+      await this.copyIn(env, shadow);
+      await this.loadLargeObjects(pgRestore, work);
+      await this.setSequences(shadow);
+      await pgRestore(['--section=post-data', `--jobs=${this.options.jobs}`, schemaFile], 'building indexes, constraints and triggers');
+      log.info(`postgresql restore: shadow database ${shadow} is complete`);
+    } catch (err) {
+      throw asBunkerError(err, 'engine', `postgresql restore into ${this.target.display}`);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }
+
+  async commit(): Promise<void> {
+    if (!this.staged) throw new BunkerError('internal', 'postgresql restore: commit() before stage()');
+    const { shadow, old } = this.names;
+    const target = this.target.database;
+    const { log } = this.ctx;
+    await this.withAdmin(async (admin) => {
+      const exists = (await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [target])).rowCount === 1;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await admin.query('BEGIN');
+          if (exists) {
+            const { rows } = await admin.query(
+              'SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+              [target],
+            );
+            log.info(`postgresql restore: ended ${rows[0].n} connection(s) to database ${target} to swap in the restored copy`);
+            await admin.query(`ALTER DATABASE ${ident(target)} RENAME TO ${ident(old)}`);
+          }
+          await admin.query(`ALTER DATABASE ${ident(shadow)} RENAME TO ${ident(target)}`);
+          await admin.query('COMMIT');
+          break;
+        } catch (err) {
+          await admin.query('ROLLBACK').catch(() => {});
+          // New clients can connect between terminating and renaming; try again a few times.
+          if (attempt >= 5 || !/being accessed by other users/.test((err as Error).message)) {
+            throw asBunkerError(err, 'engine', `postgresql restore: swapping in ${target}`);
+          }
+          log.warn(`postgresql restore: ${target} still has connections, retrying the swap (${attempt})`);
+        }
+      }
+      this.staged = false;
+      log.info(`postgresql restore: ${target} is now the restored copy`);
+      // Only now is the displaced database surplus; a kill before this line leaves it for the next stage() to drop.
+      if (exists) await admin.query(`DROP DATABASE IF EXISTS ${ident(old)} WITH (FORCE)`);
+    });
+  }
+
+  async abort(): Promise<void> {
+    if (!this.staged) return;
+    await this.withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${ident(this.names.shadow)} WITH (FORCE)`));
+    this.staged = false;
+  }
+
+  /** Rows of each table, largest first, over `jobs` parallel psql sessions. */
+  private async copyIn(env: NodeJS.ProcessEnv, shadow: string): Promise<void> {
+    const tables = [...this.meta.tables].sort((a, b) => b.bytes - a.bytes);
+    let done = 0;
+    await parallel(tables, this.options.jobs, async (t) => {
+      const ref = this.artifact.streams[tableStreamKey(t)];
+      if (!ref) throw new BunkerError('not_restorable', `postgresql backup lacks the data of table ${t.schema}.${t.name}`);
+      const columns = t.columns ? ` (${t.columns})` : '';
+      await runTool({
+        tool: 'psql',
+        args: [...PSQL_FLAGS, '-c', `COPY ${t.qualified}${columns} FROM STDIN`, '-d', shadow],
+        env,
+        input: this.ctx.repo.readStream(ref),
+        signal: this.ctx.signal,
+        what: `loading table ${t.schema}.${t.name}`,
+      });
+      done += ref.size;
+      this.ctx.progress({ bytes: done, message: `${t.schema}.${t.name}` });
+    });
+  }
+
+  private async loadLargeObjects(
+    pgRestore: (args: string[], what: string, input?: Readable) => Promise<void>,
+    work: string,
+  ): Promise<void> {
+    const ref = this.artifact.streams[LARGE_OBJECTS_STREAM];
+    if (!ref) return;
+    // The archive also carries the schema; a list file picks only the large-object entries.
+    const listing: Buffer[] = [];
+    await runTool({
+      tool: 'pg_restore',
+      args: ['-l'],
+      env: toolEnv(this.target),
+      input: this.ctx.repo.readStream(ref),
+      output: new Writable({
+        write(chunk: Buffer, _e, cb) {
+          listing.push(chunk);
+          cb();
+        },
+      }),
+      what: 'listing large objects',
+    });
+    const wanted = Buffer.concat(listing)
+      .toString('utf8')
+      .split('\n')
+      .filter((line) => /^\d+; \d+ \d+ (BLOB|BLOBS|COMMENT - LARGE OBJECT|ACL - LARGE OBJECT|SECURITY LABEL - LARGE OBJECT) /.test(line));
+    const listFile = join(work, 'large-objects.list');
+    await writeFile(listFile, wanted.join('\n') + '\n');
+    await pgRestore(['-L', listFile], 'loading large objects', this.ctx.repo.readStream(ref));
+  }
+
+  private async setSequences(shadow: string): Promise<void> {
+    if (!this.meta.sequences.length) return;
+    const client = new pg.Client(clientConfig(withDatabase(this.target, shadow)));
+    client.on('error', () => {});
+    await client.connect();
+    try {
+      const seqs = this.meta.sequences;
+      for (let i = 0; i < seqs.length; i += 500) {
+        const batch = seqs.slice(i, i + 500);
+        const sql = batch
+          .map((s) => `SELECT pg_catalog.setval(${literal(s.qualified)}, ${BigInt(s.lastValue).toString()}, ${s.isCalled ? 'true' : 'false'})`)
+          .join('; ');
+        await client.query(sql);
+      }
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  private async missingRoles(admin: pg.Client): Promise<string[]> {
+    const { rows } = await admin.query('SELECT rolname FROM pg_roles WHERE rolname = ANY($1::text[])', [this.meta.roles]);
+    const present = new Set(rows.map((r) => r.rolname as string));
+    return this.meta.roles.filter((r) => !present.has(r));
+  }
+
+  private async rolesMissingFlags(): Promise<string[]> {
+    const missing = await this.withAdmin((admin) => this.missingRoles(admin));
+    // Grants to roles that don't exist would fail the load; with no_owner they are left out.
+    return missing.length ? ['--no-acl'] : [];
+  }
+
+  private async saveStream(key: string, file: string): Promise<void> {
+    const ref = this.artifact.streams[key]!;
+    await pipeline(this.ctx.repo.readStream(ref), createWriteStream(file));
+  }
+
+  /** A connection to the server's maintenance database (postgres, else template1) for CREATE/DROP/RENAME. */
+  private async withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    let client: pg.Client | undefined;
+    let lastErr: unknown;
+    for (const db of ['postgres', 'template1']) {
+      const c = new pg.Client(clientConfig(withDatabase(this.target, db)));
+      c.on('error', () => {});
+      try {
+        await c.connect();
+        client = c;
+        break;
+      } catch (err) {
+        lastErr = err;
+        await c.end().catch(() => {});
+      }
+    }
+    if (!client) {
+      throw new BunkerError('unreachable', `cannot connect to PostgreSQL at ${this.target.display}: ${(lastErr as Error)?.message}`, {
+        cause: lastErr,
+        hint: 'Check that the server is running and that the user may connect to the postgres or template1 database.',
+      });
+    }
+    try {
+      return await fn(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+}

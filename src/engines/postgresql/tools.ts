@@ -1,0 +1,109 @@
+// Runs the PostgreSQL client tools (pg_dump, pg_restore, psql) as child processes, streaming their
+// stdin/stdout so no temporary file the size of the database is ever written.
+import { spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BunkerError } from '../../core/errors.js';
+import { redact } from '../../core/redact.js';
+
+export interface ToolRun {
+  tool: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  /** Fed to the tool's stdin (e.g. a stored COPY stream); stdin is closed at once when absent. */
+  input?: Readable;
+  /** Receives the tool's stdout; stdout is discarded when absent. */
+  output?: Writable;
+  signal?: AbortSignal;
+  /** What the run is doing, for the error message ("copying table public.film"). */
+  what: string;
+}
+
+const STDERR_KEEP = 8192;
+
+/** Runs a tool to completion; rejects with a BunkerError carrying the tool's (redacted) stderr. */
+export async function runTool(run: ToolRun): Promise<void> {
+  if (run.signal?.aborted) throw new BunkerError('aborted', `${run.what}: cancelled`);
+  const child = spawn(run.tool, run.args, {
+    env: run.env,
+    stdio: [run.input ? 'pipe' : 'ignore', run.output ? 'pipe' : 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (s: string) => {
+    if (stderr.length < STDERR_KEEP) stderr += s;
+  });
+  const onAbort = () => child.kill('SIGTERM');
+  run.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const exited = new Promise<{ code: number | null; sig: NodeJS.Signals | null }>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code, sig) => resolve({ code, sig }));
+  });
+  // Pipe failures (the tool died mid-stream) are reported through the exit status below, which
+  // carries the tool's own explanation; a failing *source* stream is reported as itself.
+  let streamError: unknown;
+  const pumps: Promise<void>[] = [];
+  if (run.input && child.stdin) {
+    child.stdin.on('error', () => {}); // EPIPE when the tool exits early; its stderr says why
+    pumps.push(
+      pipeline(run.input, child.stdin).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException)?.code !== 'EPIPE') streamError ??= err;
+        child.kill('SIGTERM');
+      }),
+    );
+  }
+  if (run.output && child.stdout) {
+    pumps.push(
+      pipeline(child.stdout, run.output).catch((err: unknown) => {
+        streamError ??= err;
+        child.kill('SIGTERM');
+      }),
+    );
+  }
+  let status: { code: number | null; sig: NodeJS.Signals | null };
+  try {
+    status = await exited;
+    await Promise.all(pumps);
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException)?.code === 'ENOENT';
+    throw new BunkerError('engine', `${run.what}: cannot run ${run.tool}${missing ? ' (not installed)' : ''}`, {
+      cause: err,
+      hint: missing ? 'Install the PostgreSQL client tools (Debian: apt-get install postgresql-client).' : undefined,
+    });
+  } finally {
+    run.signal?.removeEventListener('abort', onAbort);
+  }
+  if (run.signal?.aborted) throw new BunkerError('aborted', `${run.what}: cancelled`);
+  if (status.code !== 0) {
+    const how = status.sig ? `was killed by ${status.sig}` : `exited with status ${status.code}`;
+    const text = redact(stderr.trim()) || (streamError instanceof Error ? redact(streamError.message) : 'no message');
+    throw new BunkerError('engine', `${run.what}: ${run.tool} ${how}: ${text}`, { cause: streamError });
+  }
+  if (streamError) {
+    throw new BunkerError('engine', `${run.what}: ${redact(String((streamError as Error).message ?? streamError))}`, {
+      cause: streamError,
+    });
+  }
+}
+
+/** Runs jobs with at most `limit` in flight; the first failure stops new starts and is rethrown. */
+export async function parallel<T>(items: readonly T[], limit: number, job: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+  const worker = async () => {
+    while (!failure && next < items.length) {
+      const item = items[next++] as T;
+      try {
+        await job(item);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failure) throw failure.err;
+}
+
+/** psql flags for scripted use: no ~/.psqlrc, quiet, stop at the first error. */
+export const PSQL_FLAGS = ['-X', '-q', '-v', 'ON_ERROR_STOP=1'];
