@@ -1,0 +1,239 @@
+// A small RESP2 client over net/tls: ordinary commands, deep pipelining for RESTORE, and a hand-over
+// of the raw socket for the replication stream (which is not RESP once the RDB payload starts).
+import net from 'node:net';
+import tls from 'node:tls';
+import { BunkerError } from '../../core/errors.js';
+import type { RedisTarget } from './url.js';
+
+export type Reply = string | number | Buffer | null | Reply[];
+
+/** An error reply from the server (-ERR ...). */
+export class RedisReplyError extends Error {
+  override name = 'RedisReplyError';
+}
+
+class NeedMore {}
+const NEED_MORE = new NeedMore();
+
+/** Parses one reply at buf[pos]; returns [reply, nextPos] or throws NEED_MORE. */
+function parseReply(buf: Buffer, pos: number): [Reply | RedisReplyError, number] {
+  if (pos >= buf.length) throw NEED_MORE;
+  const lineEnd = buf.indexOf('\r\n', pos + 1);
+  if (lineEnd < 0) throw NEED_MORE;
+  const kind = buf[pos];
+  const line = buf.toString('latin1', pos + 1, lineEnd);
+  const next = lineEnd + 2;
+  switch (kind) {
+    case 0x2b: // +
+      return [line, next];
+    case 0x2d: // -
+      return [new RedisReplyError(buf.toString('utf8', pos + 1, lineEnd)), next];
+    case 0x3a: // :
+      return [Number(line), next];
+    case 0x24: {
+      // $
+      const len = Number(line);
+      if (len < 0) return [null, next];
+      if (next + len + 2 > buf.length) throw NEED_MORE;
+      return [buf.subarray(next, next + len), next + len + 2];
+    }
+    case 0x2a: {
+      // *
+      const count = Number(line);
+      if (count < 0) return [null, next];
+      const items: Reply[] = [];
+      let p = next;
+      for (let i = 0; i < count; i++) {
+        const [item, after] = parseReply(buf, p);
+        items.push(item instanceof RedisReplyError ? item.message : item);
+        p = after;
+      }
+      return [items, p];
+    }
+    default:
+      throw new BunkerError('engine', `unexpected byte 0x${(kind ?? 0).toString(16)} in a Redis reply`);
+  }
+}
+
+function encodeCommand(args: readonly (string | Buffer | number)[]): Buffer {
+  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
+  for (const a of args) {
+    const b = Buffer.isBuffer(a) ? a : Buffer.from(String(a));
+    parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
+  }
+  return Buffer.concat(parts);
+}
+
+interface Pending {
+  resolve(r: Reply): void;
+  reject(e: Error): void;
+}
+
+export class RespConnection {
+  private buf: Buffer = Buffer.alloc(0);
+  private pending: Pending[] = [];
+  private outQueue: Buffer[] = [];
+  private outBytes = 0;
+  private flushScheduled = false;
+  private closedError: Error | null = null;
+  private rawHandler: ((chunk: Buffer) => void) | null = null;
+  private drainWaiters: (() => void)[] = [];
+
+  private constructor(
+    readonly socket: net.Socket,
+    private readonly display: string,
+  ) {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.fail(new BunkerError('unreachable', `redis ${display}: ${err.message}`)));
+    socket.on('close', () => this.fail(new BunkerError('unreachable', `redis ${display}: connection closed`)));
+  }
+
+  /** Connects, authenticates and selects the db (when given). */
+  static async connect(target: RedisTarget, options: { timeoutMs?: number; db?: number | null } = {}): Promise<RespConnection> {
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const socket = await new Promise<net.Socket>((resolve, reject) => {
+      const s: net.Socket = target.tls
+        ? tls.connect({ host: target.host, port: target.port, servername: net.isIP(target.host) ? undefined : target.host })
+        : net.connect({ host: target.host, port: target.port });
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new BunkerError('unreachable', `redis ${target.display}: no connection within ${timeoutMs} ms`, {
+          hint: 'Check that the server runs and the host and port are right.',
+        }));
+      }, timeoutMs);
+      s.once(target.tls ? 'secureConnect' : 'connect', () => {
+        clearTimeout(timer);
+        s.setNoDelay(true);
+        resolve(s);
+      });
+      s.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new BunkerError('unreachable', `redis ${target.display}: ${err.message}`, {
+          hint: 'Check that the server runs and the host and port are right.',
+          cause: err,
+        }));
+      });
+    });
+    const conn = new RespConnection(socket, target.display);
+    try {
+      if (target.password !== undefined) {
+        const args = target.username ? ['AUTH', target.username, target.password] : ['AUTH', target.password];
+        await conn.command(args).catch((err: unknown) => {
+          throw new BunkerError('unreachable', `redis ${target.display}: authentication failed (${(err as Error).message})`, {
+            hint: 'Check the user and password in the url.',
+          });
+        });
+      }
+      const db = options.db === undefined ? target.db : options.db;
+      if (db !== null && db !== 0) await conn.command(['SELECT', db]);
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
+    return conn;
+  }
+
+  private fail(err: Error): void {
+    if (this.closedError) return;
+    this.closedError = err;
+    for (const p of this.pending.splice(0)) p.reject(err);
+    for (const w of this.drainWaiters.splice(0)) w();
+    this.rawHandler?.(Buffer.alloc(0));
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.rawHandler) return this.rawHandler(chunk);
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    let pos = 0;
+    while (pos < this.buf.length && this.pending.length > 0) {
+      let parsed: [Reply | RedisReplyError, number];
+      try {
+        parsed = parseReply(this.buf, pos);
+      } catch (err) {
+        if (err === NEED_MORE) break;
+        this.fail(err as Error);
+        this.socket.destroy();
+        return;
+      }
+      pos = parsed[1];
+      const p = this.pending.shift()!;
+      if (parsed[0] instanceof RedisReplyError) p.reject(parsed[0]);
+      else p.resolve(parsed[0]);
+    }
+    this.buf = pos >= this.buf.length ? Buffer.alloc(0) : this.buf.subarray(pos);
+    if (this.pending.length < this.lowWater) for (const w of this.drainWaiters.splice(0)) w();
+  }
+
+  private lowWater = 0;
+
+  /** Sends a command; resolves with its reply, rejects with RedisReplyError for an error reply. */
+  command(args: readonly (string | Buffer | number)[]): Promise<Reply> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const out = encodeCommand(args);
+    const promise = new Promise<Reply>((resolve, reject) => this.pending.push({ resolve, reject }));
+    this.outQueue.push(out);
+    this.outBytes += out.length;
+    if (this.outBytes >= 256 * 1024) this.flush();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    return promise;
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.outQueue.length === 0 || this.closedError) return;
+    const data = this.outQueue.length === 1 ? this.outQueue[0]! : Buffer.concat(this.outQueue);
+    this.outQueue = [];
+    this.outBytes = 0;
+    this.socket.write(data);
+  }
+
+  /** Commands sent and not yet answered. */
+  get inFlight(): number {
+    return this.pending.length;
+  }
+
+  /** Resolves once fewer than `n` commands are unanswered (pipelining back-pressure). */
+  waitBelow(n: number): Promise<void> {
+    if (this.pending.length < n || this.closedError) return Promise.resolve();
+    this.flush();
+    this.lowWater = n;
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /**
+   * From now on every byte goes to `handler` instead of the reply parser (the replication payload).
+   * Bytes already buffered are handed over first. An empty chunk means the connection closed.
+   */
+  takeRaw(handler: (chunk: Buffer) => void): void {
+    this.rawHandler = handler;
+    const rest = this.buf;
+    this.buf = Buffer.alloc(0);
+    if (rest.length) handler(rest);
+    if (this.closedError) handler(Buffer.alloc(0));
+  }
+
+  /** Sends bytes as they are (used before takeRaw, for PSYNC). */
+  writeRaw(args: readonly (string | Buffer | number)[]): void {
+    this.flush();
+    this.socket.write(encodeCommand(args));
+  }
+
+  get error(): Error | null {
+    return this.closedError;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Reply as text (bulk strings and simple strings). */
+export function replyText(r: Reply): string {
+  if (Buffer.isBuffer(r)) return r.toString('utf8');
+  if (typeof r === 'string') return r;
+  if (typeof r === 'number') return String(r);
+  return '';
+}
