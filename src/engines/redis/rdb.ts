@@ -160,6 +160,15 @@ class Cursor {
         return { n: b & 0x3f, special: true };
     }
   }
+  /** Skips a length whose value is a field (an id part, a counter that may be -1 as unsigned), not a count. */
+  skipLen(): void {
+    const b = this.u8();
+    const t = b >> 6;
+    if (t === 1) this.skip(1);
+    else if (b === 0x80) this.skip(4);
+    else if (b === 0x81) this.skip(8);
+    else if (t !== 0) throw this.bad(`unknown length prefix 0x${b.toString(16)}`);
+  }
   plainLen(): number {
     const l = this.len();
     if (l.special) throw this.bad('an encoded string where a length belongs');
@@ -232,7 +241,7 @@ class Cursor {
           return;
         case 1:
         case 2:
-          this.plainLen();
+          this.skipLen();
           break;
         case 3:
           this.skip(4);
@@ -256,7 +265,7 @@ function skipStreamPel(c: Cursor, withNack: boolean): void {
     c.skip(16); // raw entry id
     if (withNack) {
       c.skip(8); // delivery time, ms
-      c.plainLen(); // delivery count
+      c.skipLen(); // delivery count
     }
   }
 }
@@ -323,18 +332,18 @@ function skipValue(c: Cursor, type: number, keyText: () => string): void {
         c.skipString(); // master id
         c.skipString(); // listpack
       }
-      c.plainLen(); // length
-      c.plainLen(); // last id ms
-      c.plainLen(); // last id seq
+      c.skipLen(); // length
+      c.skipLen(); // last id ms
+      c.skipLen(); // last id seq
       if (type >= 19) {
-        for (let i = 0; i < 5; i++) c.plainLen(); // first id, max deleted id, entries added
+        for (let i = 0; i < 5; i++) c.skipLen(); // first id, max deleted id, entries added
       }
       const groups = c.plainLen();
       for (let g = 0; g < groups; g++) {
         c.skipString(); // name
-        c.plainLen(); // last id ms
-        c.plainLen(); // last id seq
-        if (type >= 19) c.plainLen(); // entries read
+        c.skipLen(); // last id ms
+        c.skipLen(); // last id seq
+        if (type >= 19) c.skipLen(); // entries read
         skipStreamPel(c, true);
         const consumers = c.plainLen();
         for (let k = 0; k < consumers; k++) {
@@ -500,9 +509,9 @@ export class RdbParser {
         return { kind: 'aux', key, value, raw: raw() };
       }
       case OP_MODULE_AUX:
-        c.plainLen(); // module id
-        c.plainLen(); // when opcode
-        c.plainLen(); // when
+        c.skipLen(); // module id
+        c.skipLen(); // when opcode
+        c.skipLen(); // when
         c.skipModuleValue();
         return { kind: 'module-aux', raw: raw() };
       case OP_FUNCTION2:

@@ -154,7 +154,9 @@ export class RedisRestoreSession implements RestoreSession {
           if (ev.kind === 'selectdb') sourceDb = ev.db;
           if (ev.kind !== 'key') continue;
           const t = this.mapping.get(sourceDb);
-          if (t === undefined) continue;
+          // After a failed RESTORE nothing more is sent, but the stream is still read to its end: when
+          // the data is corrupt, the checksum error is the cause worth reporting.
+          if (t === undefined || failure) continue;
           if (ev.expireMs !== null && ev.expireMs <= now) {
             skippedExpired++;
             continue;
@@ -168,7 +170,6 @@ export class RedisRestoreSession implements RestoreSession {
           conn.command(['RESTORE', ev.key, ev.expireMs ?? 0, payload, 'REPLACE', 'ABSTTL']).catch(onReply(ev.key));
           this.loaded.set(t, (this.loaded.get(t) ?? 0) + 1);
           if (conn.inFlight >= MAX_IN_FLIGHT) await conn.waitBelow(MAX_IN_FLIGHT / 2);
-          if (failure) throw failure;
         }
         this.ctx.progress({ bytes, totalBytes: this.artifact.streams.rdb!.size });
       }
@@ -176,7 +177,8 @@ export class RedisRestoreSession implements RestoreSession {
       await conn.command(['PING']); // every RESTORE before it has been answered
       if (failure) throw failure;
     } catch (err) {
-      // Never let a parse error hide behind a RESTORE failure it caused, or vice versa: the first wins.
+      // A corrupt stream explains a RESTORE failure it caused; otherwise the first failure wins.
+      if (err instanceof BunkerError && err.code === 'corrupt') throw err;
       throw failure ?? err;
     } finally {
       stream.destroy();

@@ -1,0 +1,163 @@
+// Shared pieces of the redis engine tests: contexts, a throwaway redis-server, and a full logical
+// dump of a db (values, encodings, expiry in ms) to compare a restore with its source.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { runBackup, runRestore, type BackupContext, type RestoreContext } from '../../src/engines/engine.js';
+import { silentLogger } from '../../src/core/log.js';
+import { redisEngine } from '../../src/engines/redis/index.js';
+import type { Repository, ServiceArtifact } from '../../src/repo/types.js';
+
+export const SHARED = 'redis://127.0.0.1:6379';
+
+export function backupCtx(repo: Repository): BackupContext {
+  return { repo, log: silentLogger, progress() {}, signal: new AbortController().signal, mode: 'live' };
+}
+
+export function restoreCtx(repo: Repository): RestoreContext {
+  return { repo, log: silentLogger, progress() {}, signal: new AbortController().signal, options: {} };
+}
+
+export function engine(url: string, spare_db?: number) {
+  const config = redisEngine.configSchema.parse(spare_db === undefined ? { url } : { url, spare_db });
+  return redisEngine.create('cache', config, { configDir: '/tmp', stateDir: '/tmp', log: silentLogger });
+}
+
+export async function backup(repo: Repository, url: string): Promise<ServiceArtifact> {
+  const e = engine(url);
+  return runBackup(await e.openBackup(backupCtx(repo)));
+}
+
+export async function restore(repo: Repository, url: string, artifact: ServiceArtifact, spare_db?: number): Promise<void> {
+  const e = engine(url, spare_db);
+  await runRestore(await e.openRestore(restoreCtx(repo), artifact));
+}
+
+export function client(db: number, port = 6379): Redis {
+  return new Redis({ host: '127.0.0.1', port, db, lazyConnect: false, maxRetriesPerRequest: 1 });
+}
+
+/** A redis-server of our own on a free port, for whole-instance tests. */
+export interface Throwaway {
+  port: number;
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startThrowaway(extra: string[] = []): Promise<Throwaway> {
+  const dir = await mkdtemp(join(tmpdir(), 'bunker-redis-'));
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const port = 6390 + Math.floor(Math.random() * 500);
+    const proc: ChildProcess = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extra],
+      { stdio: 'ignore' },
+    );
+    const ok = await new Promise<boolean>((resolve) => {
+      let exited = false;
+      proc.once('exit', () => ((exited = true), resolve(false)));
+      const started = Date.now();
+      const tryPing = () => {
+        if (exited) return;
+        const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+        c.on('error', () => {});
+        c.connect()
+          .then(() => c.ping())
+          .then(() => (c.disconnect(), resolve(true)))
+          .catch(() => {
+            c.disconnect();
+            if (Date.now() - started > 10_000) resolve(false);
+            else setTimeout(tryPing, 50);
+          });
+      };
+      tryPing();
+    });
+    if (ok) {
+      return {
+        port,
+        url: `redis://127.0.0.1:${port}`,
+        async stop() {
+          await new Promise<void>((resolve) => {
+            if (proc.exitCode !== null) return resolve();
+            proc.once('exit', () => resolve());
+            proc.kill('SIGTERM');
+          });
+          await rm(dir, { recursive: true, force: true });
+        },
+      };
+    }
+    proc.kill('SIGKILL');
+  }
+  await rm(dir, { recursive: true, force: true });
+  throw new Error('could not start a throwaway redis-server');
+}
+
+type Dumped = { type: string; encoding: string; expireMs: number; value: unknown };
+
+/** Every key of the client's db with its type, encoding, absolute expiry (ms) and value. */
+export async function dumpDb(r: Redis): Promise<Map<string, Dumped>> {
+  const out = new Map<string, Dumped>();
+  let cursor = '0';
+  const keys: Buffer[] = [];
+  do {
+    const [next, batch] = (await r.callBuffer('SCAN', [cursor, 'COUNT', '1000'])) as [Buffer, Buffer[]];
+    cursor = next.toString();
+    keys.push(...batch);
+  } while (cursor !== '0');
+  const hex = (b: Buffer) => b.toString('hex');
+  const pairs = (arr: Buffer[]) => {
+    const res: string[] = [];
+    for (let i = 0; i < arr.length; i += 2) res.push(`${hex(arr[i]!)}=${hex(arr[i + 1]!)}`);
+    return res.sort();
+  };
+  for (const key of keys) {
+    const type = String(await r.call('TYPE', key));
+    // embstr and raw are one RDB encoding; the server picks between them by length when loading.
+    const encoding = String(await r.call('OBJECT', 'ENCODING', key)).replace(/^embstr$/, 'raw');
+    const expireMs = Number(await r.call('PEXPIRETIME', key));
+    let value: unknown;
+    switch (type) {
+      case 'string':
+        value = hex((await r.getBuffer(key))!);
+        break;
+      case 'list':
+        value = ((await r.lrangeBuffer(key, 0, -1)) as Buffer[]).map(hex);
+        break;
+      case 'set':
+        value = ((await r.smembersBuffer(key)) as Buffer[]).map(hex).sort();
+        break;
+      case 'zset':
+        value = (await r.call('ZRANGE', key, '0', '-1', 'WITHSCORES')) as string[];
+        break;
+      case 'hash':
+        value = pairs((await r.callBuffer('HGETALL', [key])) as Buffer[]);
+        break;
+      case 'stream': {
+        const info = (await r.call('XINFO', 'STREAM', key, 'FULL')) as unknown[];
+        value = info;
+        break;
+      }
+      default:
+        throw new Error(`unexpected type ${type}`);
+    }
+    out.set(hex(key), { type, encoding, expireMs, value });
+  }
+  return out;
+}
+
+/** Deterministic pseudo-random bytes. */
+export function bytes(n: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
