@@ -1,6 +1,9 @@
 // sqlite engine: round trips through a real repository, backups under a live writer, bad inputs.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -141,5 +144,182 @@ describe('sqlite engine round trip', () => {
     }
     // The old connection closing afterwards must not damage the new file.
     expect(contentDigest(file)).toEqual(contentDigest(join(source, 'app.sqlite')));
+  });
+});
+
+function startWriter(file: string): { child: ChildProcess; ready: Promise<void>; stop(): Promise<number> } {
+  const child = spawn(process.execPath, [WRITER, file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const ready = (async () => {
+    while (!out.includes('ready')) {
+      if (child.exitCode !== null) throw new Error(`writer exited with ${child.exitCode}`);
+      await sleep(10);
+    }
+  })();
+  return {
+    child,
+    ready,
+    async stop() {
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      const [code] = await exited;
+      expect(code).toBe(0);
+      return Number(/commits (\d+)/.exec(out)?.[1]);
+    },
+  };
+}
+
+function committedRows(file: string): number {
+  const db = new Database(file, { timeout: 30_000 });
+  try {
+    return (db.prepare('SELECT n FROM totals WHERE id = 1').get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
+}
+
+describe('sqlite backup while the application writes', () => {
+  it('WAL mode: the copy is the state at pin(), writers keep committing meanwhile', async () => {
+    const source = envDir('busy-wal');
+    const file = join(source, 'app.sqlite');
+    createLedger(file, 'wal', 20_000);
+    const writer = startWriter(file);
+    try {
+      await writer.ready;
+      const engine = sqliteEngine.create('db', { path: 'app.sqlite' }, engineEnv(source));
+      const session = await engine.openBackup(backupContext(testRepo.repo, 'safe'));
+      let artifact: ServiceArtifact;
+      let before: number, after: number, afterStream: number;
+      let pinMs: number;
+      try {
+        await session.prepare();
+        before = committedRows(file);
+        const t0 = performance.now();
+        await session.pin();
+        pinMs = performance.now() - t0;
+        after = committedRows(file);
+        await sleep(300); // the application runs on while the backup streams
+        artifact = await session.stream();
+        afterStream = committedRows(file);
+      } finally {
+        await session.close();
+      }
+      await writer.stop();
+      expect(pinMs).toBeLessThan(1000);
+
+      const target = envDir('busy-wal-restore');
+      await restore(target, 'app.sqlite', artifact);
+      const copy = ledgerState(join(target, 'app.sqlite'));
+      expect(copy.integrity).toBe('ok');
+      expect(copy.rows).toBe(copy.n);
+      expect(copy.rowSum).toBe(copy.sum);
+      expect(copy.n).toBeGreaterThanOrEqual(before);
+      expect(copy.n).toBeLessThanOrEqual(after);
+      // The writer was not blocked by the pinned snapshot: it committed past it during the backup.
+      expect(afterStream).toBeGreaterThan(copy.n);
+    } finally {
+      if (writer.child.exitCode === null) writer.child.kill('SIGKILL');
+    }
+  });
+
+  it('rollback-journal mode: the copy is consistent and the writer survives the short lock', async () => {
+    const source = envDir('busy-delete');
+    const file = join(source, 'app.sqlite');
+    createLedger(file, 'delete', 20_000);
+    const writer = startWriter(file);
+    try {
+      await writer.ready;
+      const artifact = await backup(source, 'app.sqlite');
+      const commits = await writer.stop();
+      expect(commits).toBeGreaterThan(20);
+      const target = envDir('busy-delete-restore');
+      await restore(target, 'app.sqlite', artifact);
+      const copy = ledgerState(join(target, 'app.sqlite'));
+      expect(copy).toMatchObject({ integrity: 'ok', rows: copy.n, rowSum: copy.sum });
+      expect(copy.n).toBeGreaterThanOrEqual(20_000);
+      expect(ledgerState(file)).toMatchObject({ integrity: 'ok' });
+    } finally {
+      if (writer.child.exitCode === null) writer.child.kill('SIGKILL');
+    }
+  });
+});
+
+async function expectBunkerError(promise: Promise<unknown>, code: string, message: RegExp): Promise<void> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(isBunkerError(err), `expected a BunkerError, got ${String(err)}`).toBe(true);
+  expect((err as { code: string }).code).toBe(code);
+  expect((err as Error).message).toMatch(message);
+}
+
+describe('sqlite bad input', () => {
+  it('rejects a config without a path, or with unknown keys', () => {
+    expect(sqliteEngine.configSchema.safeParse({}).success).toBe(false);
+    expect(sqliteEngine.configSchema.safeParse({ path: '' }).success).toBe(false);
+    expect(sqliteEngine.configSchema.safeParse({ path: 'a.db', url: 'x' }).success).toBe(false);
+    expect(sqliteEngine.configSchema.safeParse({ path: 'a.db' }).success).toBe(true);
+  });
+
+  it('says when the database file is missing', async () => {
+    const source = envDir('missing');
+    const engine = sqliteEngine.create('db', { path: 'nope.sqlite' }, engineEnv(source));
+    await expectBunkerError(engine.probe(), 'unreachable', /nope\.sqlite does not exist/);
+    await expectBunkerError(backup(source, 'nope.sqlite'), 'unreachable', /does not exist/);
+    expect(existsSync(join(source, 'nope.sqlite'))).toBe(false);
+  });
+
+  it('says when the file is not a database, and leaves it alone', async () => {
+    const source = envDir('notdb');
+    const file = join(source, 'notes.txt');
+    const text = 'these are not the pages you are looking for\n'.repeat(200);
+    writeFileSync(file, text);
+    const engine = sqliteEngine.create('db', { path: 'notes.txt' }, engineEnv(source));
+    await expectBunkerError(engine.probe(), 'engine', /is not an SQLite database/);
+    await expectBunkerError(backup(source, 'notes.txt'), 'engine', /is not an SQLite database/);
+    expect(readFileSync(file, 'utf8')).toBe(text);
+  });
+
+  it('probe reports the version and journal mode', async () => {
+    const source = envDir('probe');
+    createLedger(join(source, 'app.sqlite'), 'wal', 10);
+    const result = await sqliteEngine.create('db', { path: 'app.sqlite' }, engineEnv(source)).probe();
+    expect(result.version).toMatch(/^SQLite 3\.\d+\.\d+$/);
+    expect(result.details?.journalMode).toBe('wal');
+    expect(result.sizeEstimate).toBeGreaterThan(0);
+  });
+
+  it('refuses a target folder it cannot create', async () => {
+    const source = envDir('unwritable-src');
+    createLedger(join(source, 'app.sqlite'), 'delete', 10);
+    const artifact = await backup(source, 'app.sqlite');
+    const target = envDir('unwritable-dst');
+    writeFileSync(join(target, 'data'), 'a file where a folder should be');
+    await expectBunkerError(restore(target, 'data/app.sqlite', artifact), 'engine', /cannot create folder .*data/);
+  });
+
+  it('refuses damaged backups and leaves the target as it was', async () => {
+    const source = envDir('damaged-src');
+    createLedger(join(source, 'app.sqlite'), 'delete', 2000);
+    const good = await backup(source, 'app.sqlite');
+    const target = envDir('damaged-dst');
+    createLedger(join(target, 'app.sqlite'), 'delete', 7);
+    const before = readFileSync(join(target, 'app.sqlite'));
+
+    const bytes = readFileSync(join(source, 'app.sqlite'));
+    // Garbage instead of a database.
+    const garbage = { ...good, streams: { database: await testRepo.repo.storeBuffer(Buffer.alloc(8192, 0x5a)) } };
+    await expectBunkerError(restore(target, 'app.sqlite', garbage), 'engine', /not an SQLite database/);
+    // A real header with pages missing: only integrity_check notices.
+    const truncated = { ...good, streams: { database: await testRepo.repo.storeBuffer(bytes.subarray(0, bytes.length / 2)) } };
+    await expectBunkerError(restore(target, 'app.sqlite', truncated), 'corrupt', /integrity/);
+    // Another engine's artifact, and an unknown format.
+    await expectBunkerError(restore(target, 'app.sqlite', { ...good, engine: 'redis' }), 'target_mismatch', /redis/);
+    await expectBunkerError(restore(target, 'app.sqlite', { ...good, format: 99 }), 'not_restorable', /format 99/);
+
+    expect(readFileSync(join(target, 'app.sqlite')).equals(before)).toBe(true);
+    expect(readdirSync(target)).toEqual(['app.sqlite']);
   });
 });

@@ -136,10 +136,18 @@ export class SqliteRestoreSession implements RestoreSession {
       const problems = rows.map((r) => r.integrity_check).filter((r) => r !== 'ok');
       if (problems.length > 0) {
         throw new BunkerError('corrupt', `sqlite service "${this.service}": the restored copy fails PRAGMA integrity_check: ${problems.slice(0, 5).join('; ')}`, {
-          hint: 'The target was not touched. Run `bunker repo:check --read-data`, or restore an older backup.',
+          hint: `${this.target} was not touched. Run \`bunker repo:check --read-data\`, or restore an older backup.`,
         });
       }
     } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB') {
+        const what = code === 'SQLITE_NOTADB' ? 'is not an SQLite database' : `fails PRAGMA integrity_check (${(err as Error).message})`;
+        throw new BunkerError(code === 'SQLITE_NOTADB' ? 'engine' : 'corrupt', `sqlite service "${this.service}": the backed-up copy ${what}`, {
+          hint: `${this.target} was not touched. Run \`bunker repo:check --read-data\`, or restore an older backup.`,
+          cause: err,
+        });
+      }
       throw sqliteError(this.service, temp, err, 'verifying');
     } finally {
       db?.close();
