@@ -1,0 +1,25 @@
+// Shared setup for the files engine tests: an engine on a mount in a temp dir and contexts to drive it.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { silentLogger } from '../../src/core/log.js';
+import type { BackupContext, Engine, RestoreContext, RestoreOptions } from '../../src/engines/engine.js';
+import { filesEngine } from '../../src/engines/files/index.js';
+import type { RepoReader, RepoWriter, ServiceArtifact } from '../../src/repo/types.js';
+
+export function tempDir(label: string): string {
+  return mkdtempSync(join(tmpdir(), `bunker-files-${label}-`));
+}
+
+/** The files engine on `<configDir>/<path>`. */
+export function mountEngine(configDir: string, path = 'mount', exclude?: string[]): Engine {
+  return filesEngine.create('uploads', { path, exclude }, { configDir, stateDir: join(configDir, '.state'), log: silentLogger });
+}
+
+export function backupCtx(repo: RepoWriter, parent?: ServiceArtifact): BackupContext {
+  return { repo, parent, log: silentLogger, progress: () => {}, signal: new AbortController().signal, mode: 'live' };
+}
+
+export function restoreCtx(repo: RepoReader, options: RestoreOptions = {}): RestoreContext {
+  return { repo, log: silentLogger, progress: () => {}, signal: new AbortController().signal, options };
+}
