@@ -118,7 +118,7 @@ export async function hashRows(conn: Connection, db: string, table: string): Pro
   );
   // Sort on the raw bytes of every column so the order never depends on a collation or a tie.
   const exprs = cols.map((c) => {
-    const n = `\`${c.n}\``;
+    const n = '`' + String(c.n).replace(/`/g, '``') + '`';
     return ['geometry', 'point', 'polygon', 'linestring'].includes(String(c.t)) ? `ST_AsBinary(${n})` : n;
   });
   const order = exprs.map((e) => `CAST(${e} AS BINARY)`).join(', ');

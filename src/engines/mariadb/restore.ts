@@ -164,7 +164,8 @@ export class MariadbRestore implements RestoreSession {
     table.columns.forEach((c, i) => {
       if (c.kind === 'plain') return void targets.push(q(c.name));
       targets.push(`@c${i}`);
-      sets.push(c.kind === 'bit' ? `${q(c.name)} = CAST(@c${i} AS UNSIGNED)` : `${q(c.name)} = @c${i}`);
+      const v = `@c${i}`;
+      sets.push(`${q(c.name)} = ${c.kind === 'bit' ? `CAST(${v} AS UNSIGNED)` : c.kind === 'textual' ? `CONVERT(${v} USING ascii)` : v}`);
     });
     const sql =
       `LOAD DATA LOCAL INFILE 'bunker-stream' INTO TABLE ${q(this.shadow)}.${q(table.name)} ${LOAD_DATA_FORMAT} ` +

@@ -3,8 +3,12 @@
 import type { Connection, RowDataPacket } from 'mysql2/promise';
 import { q } from './connection.js';
 
-/** How a column travels in the data stream. */
-export type ColumnKind = 'plain' | 'bit' | 'geometry';
+/**
+ * How a column travels in the data stream. Most load as the bytes they were sent as; BIT goes as a
+ * number, geometry as its internal bytes, and UUID/INET types as text that must be read as text
+ * (a binary string would be taken as their 16-byte form).
+ */
+export type ColumnKind = 'plain' | 'bit' | 'geometry' | 'textual';
 
 export interface ColumnInfo {
   name: string;
@@ -94,7 +98,8 @@ export async function readColumns(conn: Connection, db: string, table: string): 
       .filter((c) => str(c.gen).toUpperCase() !== 'ALWAYS')
       .map((c) => {
         const type = str(c.type).toLowerCase();
-        const kind: ColumnKind = type === 'bit' ? 'bit' : geometry.has(type) ? 'geometry' : 'plain';
+        const kind: ColumnKind =
+          type === 'bit' ? 'bit' : geometry.has(type) ? 'geometry' : ['uuid', 'inet6', 'inet4'].includes(type) ? 'textual' : 'plain';
         return { name: str(c.name), kind };
       }),
     primaryKey: pk.map((r) => str(r.name)),
