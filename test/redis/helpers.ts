@@ -64,8 +64,9 @@ export async function startThrowaway(extra: string[] = []): Promise<Throwaway> {
         const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
         c.on('error', () => {});
         c.connect()
-          .then(() => c.ping())
-          .then(() => (c.disconnect(), resolve(true)))
+          .then(() => c.info('server'))
+          // Another process may own the port (ours then exits): only our own pid counts.
+          .then((info) => (c.disconnect(), resolve(info.includes(`process_id:${proc.pid}\r\n`))))
           .catch(() => {
             c.disconnect();
             if (Date.now() - started > 10_000) resolve(false);
