@@ -63,11 +63,15 @@ export async function fingerprint(db: string): Promise<Fingerprint> {
   return withClient(db, async (c) => {
     const tables: Record<string, string> = {};
     const rels = await c.query(`
-      SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS q FROM pg_class c
+      SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS q, c.relispopulated AS populated FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
         AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1`);
-    for (const { q } of rels.rows) {
+    for (const { q, populated } of rels.rows) {
+      if (!populated) {
+        tables[q] = 'not populated';
+        continue;
+      }
       const r = await c.query(
         `SELECT count(*)::int AS n, md5(coalesce(string_agg(md5(t::text), ',' ORDER BY md5(t::text)), '')) AS h FROM ${q} t`,
       );

@@ -11,6 +11,7 @@ import {
   listTables,
   lockTables,
   partitionedParents,
+  populatedMatviews,
   readSequences,
   referencedRoles,
   type TableEntry,
@@ -63,6 +64,7 @@ export class PgBackupSession implements BackupSession {
       const sequences = await readSequences(client);
       const roles = await referencedRoles(client);
       const largeObjects = await largeObjectCount(client);
+      const matviews = await populatedMatviews(client);
       log.info(`postgresql ${info.name}: ${tables.length} tables, ${sequences.length} sequences, ${largeObjects} large objects`);
 
       const env = toolEnv(this.target, { PGCLIENTENCODING: info.encoding });
@@ -124,6 +126,7 @@ export class PgBackupSession implements BackupSession {
         sequences,
         roles,
         largeObjects,
+        matviews,
       };
       return {
         engine: 'postgresql',

@@ -133,3 +133,27 @@ export async function largeObjectCount(client: pg.Client): Promise<number> {
   const { rows } = await client.query('SELECT count(*)::int AS n FROM pg_largeobject_metadata');
   return rows[0].n as number;
 }
+
+/**
+ * Populated materialized views. pg_dump --schema-only leaves out their REFRESH, so the restore
+ * refreshes these after post-data. Ordered so a view comes after the materialized views it reads.
+ */
+export async function populatedMatviews(client: pg.Client): Promise<string[]> {
+  const { rows } = await client.query(`
+    WITH RECURSIVE mv AS (
+      SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qualified
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'm' AND c.relispopulated AND ${USER_SCHEMAS} AND ${NOT_EXTENSION_MEMBER}
+    ), deps AS (
+      -- matview -> other matview it selects from (through its rewrite rule)
+      SELECT DISTINCT r.ev_class AS mv, d.refobjid AS uses
+      FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+      WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+        AND r.ev_class IN (SELECT oid FROM mv) AND d.refobjid IN (SELECT oid FROM mv)
+    ), depth AS (
+      SELECT oid, 0 AS level FROM mv
+      UNION ALL SELECT deps.mv, depth.level + 1 FROM depth JOIN deps ON deps.uses = depth.oid WHERE depth.level < 100
+    )
+    SELECT mv.qualified FROM mv JOIN depth ON depth.oid = mv.oid GROUP BY mv.qualified ORDER BY max(depth.level), 1`);
+  return rows.map((r) => r.qualified as string);
+}

@@ -21,4 +21,6 @@ export interface PgMeta {
   sequences: SequenceEntry[];
   roles: string[];
   largeObjects: number;
+  /** Populated materialized views, dependencies first; refreshed after post-data. */
+  matviews: string[];
 }

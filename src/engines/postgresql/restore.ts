@@ -101,6 +101,7 @@ export class PgRestoreSession implements RestoreSession {
       await this.loadLargeObjects(pgRestore, work);
       await this.setSequences(shadow);
       await pgRestore(['--section=post-data', `--jobs=${this.options.jobs}`, schemaFile], 'building indexes, constraints and triggers');
+      await this.refreshMatviews(shadow);
       log.info(`postgresql restore: shadow database ${shadow} is complete`);
     } catch (err) {
       throw asBunkerError(err, 'engine', `postgresql restore into ${this.target.display}`);
@@ -203,12 +204,28 @@ export class PgRestoreSession implements RestoreSession {
     await pgRestore(['-L', listFile], 'loading large objects', this.ctx.repo.readStream(ref));
   }
 
-  private async setSequences(shadow: string): Promise<void> {
-    if (!this.meta.sequences.length) return;
+  private async refreshMatviews(shadow: string): Promise<void> {
+    const views = this.meta.matviews ?? [];
+    if (!views.length) return;
+    await this.withShadow(shadow, async (client) => {
+      for (const view of views) await client.query(`REFRESH MATERIALIZED VIEW ${view}`);
+    });
+  }
+
+  private async withShadow(shadow: string, fn: (client: pg.Client) => Promise<void>): Promise<void> {
     const client = new pg.Client(clientConfig(withDatabase(this.target, shadow)));
     client.on('error', () => {});
     await client.connect();
     try {
+      await fn(client);
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  private async setSequences(shadow: string): Promise<void> {
+    if (!this.meta.sequences.length) return;
+    await this.withShadow(shadow, async (client) => {
       const seqs = this.meta.sequences;
       for (let i = 0; i < seqs.length; i += 500) {
         const batch = seqs.slice(i, i + 500);
@@ -217,9 +234,7 @@ export class PgRestoreSession implements RestoreSession {
           .join('; ');
         await client.query(sql);
       }
-    } finally {
-      await client.end().catch(() => {});
-    }
+    });
   }
 
   private async missingRoles(admin: pg.Client): Promise<string[]> {

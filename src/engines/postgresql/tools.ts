@@ -45,13 +45,23 @@ export async function runTool(run: ToolRun): Promise<void> {
   let streamError: unknown;
   const pumps: Promise<void>[] = [];
   if (run.input && child.stdin) {
-    child.stdin.on('error', () => {}); // EPIPE when the tool exits early; its stderr says why
-    pumps.push(
-      pipeline(run.input, child.stdin).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException)?.code !== 'EPIPE') streamError ??= err;
-        child.kill('SIGTERM');
-      }),
-    );
+    // A tool may stop reading early (pg_restore -l reads only the table of contents), so errors on its
+    // stdin are not failures by themselves: its exit status says whether it got what it needed.
+    // A failing source (a corrupt stored stream) is one, and stops the tool.
+    const input = run.input;
+    input.once('error', (err) => {
+      streamError ??= err;
+      child.kill('SIGTERM');
+    });
+    const stopReading = () => {
+      input.unpipe(child.stdin!);
+      input.destroy();
+    };
+    child.stdin.on('error', stopReading);
+    child.once('close', () => {
+      if (!input.readableEnded) stopReading();
+    });
+    input.pipe(child.stdin);
   }
   if (run.output && child.stdout) {
     pumps.push(

@@ -1,0 +1,102 @@
+// Every object family the issue lists survives backup, damage and restore unchanged; missing roles are
+// named before anything is touched, and no_owner maps ownership to the connecting user.
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isBunkerError } from '../../src/core/errors.js';
+import { MemoryRepo } from '../helpers/memory-repo.js';
+import { backup, createDb, dropDb, engineFor, fingerprint, restore, sql, uniqueDb } from './pg-fixture.js';
+import type { ServiceArtifact } from '../../src/repo/types.js';
+
+const EDGE_SQL = new URL('./edge-case.sql', import.meta.url);
+
+describe('postgresql engine: edge cases', () => {
+  const source = uniqueDb('edge');
+  const copy = uniqueDb('edge_copy');
+  const repo = new MemoryRepo();
+  let artifact: ServiceArtifact;
+  let before: Awaited<ReturnType<typeof fingerprint>>;
+
+  beforeAll(async () => {
+    await createDb(source);
+    await sql(source, readFileSync(EDGE_SQL, 'utf8'));
+    await sql(source, 'REFRESH MATERIALIZED VIEW order_totals_mat');
+    before = await fingerprint(source);
+    artifact = await backup(engineFor(source), repo);
+  });
+
+  afterAll(async () => {
+    await dropDb(source);
+    await dropDb(copy);
+  });
+
+  it('the fingerprint sees every family (guards the comparison itself)', () => {
+    expect(Object.keys(before.largeObjects)).toEqual(['424242', '424243']);
+    expect(before.sequences['public.lonely']).toBe('8/true');
+    expect(before.sequences['public.untouched']).toBe('1/false');
+    expect(before.tables['"Ünïcode schema"."Table With Spaces"']).toMatch(/^2:/);
+    expect(before.tables['public.order_totals_mat']).toMatch(/^3:/);
+    expect(before.schema).toContain('CREATE POLICY own_rows');
+  });
+
+  it('restores a damaged database to exactly the backed-up state', async () => {
+    await sql(source, 'DROP TABLE big_rows; DELETE FROM events WHERE kind = \'a\'; UPDATE no_pk SET a = NULL;');
+    await sql(source, "SELECT lo_unlink(424242); SELECT setval('lonely', 500); DROP POLICY own_rows ON secrets");
+    expect(await fingerprint(source)).not.toEqual(before);
+    await restore(engineFor(source), repo, artifact);
+    const after = await fingerprint(source);
+    expect(after.schema).toEqual(before.schema);
+    expect(after.tables).toEqual(before.tables);
+    expect(after.sequences).toEqual(before.sequences);
+    expect(after.largeObjects).toEqual(before.largeObjects);
+    // The unlogged table stays unlogged, the deferred FK still defers, the trigger still fires.
+    const { rows } = await sql(source, "SELECT relpersistence FROM pg_class WHERE relname = 'cache'");
+    expect(rows[0].relpersistence).toBe('u');
+    await sql(source, "BEGIN; INSERT INTO employees VALUES (11, 10, 'x'), (10, 1, 'y'); COMMIT;");
+    await sql(source, 'INSERT INTO orders (employee, total) VALUES (1, 1)');
+    const audit = await sql(source, "SELECT count(*)::int AS n FROM audit WHERE what = 'order 1001'");
+    expect(audit.rows[0].n).toBe(1);
+  });
+
+  it('restores into another database with the same content', async () => {
+    await restore(engineFor(copy), repo, artifact);
+    expect(await fingerprint(copy)).toEqual(before);
+  });
+});
+
+describe('postgresql engine: roles', () => {
+  const role = `bt_role_${process.pid}_${Date.now() % 100000}`;
+  const source = uniqueDb('roles');
+  const target = uniqueDb('roles_target');
+  const repo = new MemoryRepo();
+
+  afterAll(async () => {
+    await dropDb(source);
+    await dropDb(target);
+    await sql('postgres', `DROP ROLE IF EXISTS ${role}`);
+  });
+
+  it('names missing roles and leaves the target intact; no_owner restores as the connecting user', async () => {
+    await sql('postgres', `CREATE ROLE ${role}`);
+    await createDb(source);
+    await sql(source, `CREATE TABLE owned (a int); INSERT INTO owned VALUES (1), (2); ALTER TABLE owned OWNER TO ${role}; GRANT SELECT ON owned TO ${role};`);
+    const artifact = await backup(engineFor(source), repo);
+    expect(artifact.meta.roles).toContain(role);
+    await dropDb(source);
+    await sql('postgres', `DROP ROLE ${role}`);
+
+    await createDb(target);
+    await sql(target, 'CREATE TABLE keep (a int); INSERT INTO keep VALUES (42)');
+    const err = await restore(engineFor(target), repo, artifact).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isBunkerError(err, 'engine')).toBe(true);
+    expect((err as Error).message).toContain(role);
+    expect((await sql(target, 'SELECT a FROM keep')).rows).toEqual([{ a: 42 }]);
+
+    await restore(engineFor(target, { no_owner: true }), repo, artifact);
+    const { rows } = await sql(target, "SELECT tableowner, (SELECT count(*)::int FROM owned) AS n FROM pg_tables WHERE tablename = 'owned'");
+    expect(rows).toEqual([{ tableowner: 'postgres', n: 2 }]);
+    expect((await sql(target, "SELECT to_regclass('keep') IS NULL AS gone")).rows[0].gone).toBe(true);
+  });
+});
