@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isBunkerError } from '../../src/core/errors.js';
-import { MemoryRepo } from '../helpers/memory-repo.js';
+import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import { backup, createDb, dropDb, engineFor, fingerprint, restore, sql, uniqueDb } from './pg-fixture.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
 
@@ -12,21 +12,24 @@ const EDGE_SQL = new URL('./edge-case.sql', import.meta.url);
 describe('postgresql engine: edge cases', () => {
   const source = uniqueDb('edge');
   const copy = uniqueDb('edge_copy');
-  const repo = new MemoryRepo();
+  let store: TestRepo;
   let artifact: ServiceArtifact;
   let before: Awaited<ReturnType<typeof fingerprint>>;
 
   beforeAll(async () => {
+    store = await createTestRepo();
     await createDb(source);
     await sql(source, readFileSync(EDGE_SQL, 'utf8'));
     await sql(source, 'REFRESH MATERIALIZED VIEW order_totals_mat');
     before = await fingerprint(source);
-    artifact = await backup(engineFor(source), repo);
+    artifact = await backup(engineFor(source), store.repo);
+    await store.repo.flush();
   });
 
   afterAll(async () => {
     await dropDb(source);
     await dropDb(copy);
+    await store?.cleanup();
   });
 
   it('the fingerprint sees every family (guards the comparison itself)', () => {
@@ -42,7 +45,7 @@ describe('postgresql engine: edge cases', () => {
     await sql(source, 'DROP TABLE big_rows; DELETE FROM events WHERE kind = \'a\'; UPDATE no_pk SET a = NULL;');
     await sql(source, "SELECT lo_unlink(424242); SELECT setval('lonely', 500); DROP POLICY own_rows ON secrets");
     expect(await fingerprint(source)).not.toEqual(before);
-    await restore(engineFor(source), repo, artifact);
+    await restore(engineFor(source), store.repo, artifact);
     const after = await fingerprint(source);
     expect(after.schema).toEqual(before.schema);
     expect(after.tables).toEqual(before.tables);
@@ -58,7 +61,7 @@ describe('postgresql engine: edge cases', () => {
   });
 
   it('restores into another database with the same content', async () => {
-    await restore(engineFor(copy), repo, artifact);
+    await restore(engineFor(copy), store.repo, artifact);
     expect(await fingerprint(copy)).toEqual(before);
   });
 });
@@ -67,15 +70,18 @@ describe('postgresql engine: roles', () => {
   const role = `bt_role_${process.pid}_${Date.now() % 100000}`;
   const source = uniqueDb('roles');
   const target = uniqueDb('roles_target');
-  const repo = new MemoryRepo();
+  let store: TestRepo;
 
   afterAll(async () => {
     await dropDb(source);
     await dropDb(target);
+    await store?.cleanup();
     await sql('postgres', `DROP ROLE IF EXISTS ${role}`);
   });
 
   it('names missing roles and leaves the target intact; no_owner restores as the connecting user', async () => {
+    store = await createTestRepo();
+    const repo = store.repo;
     await sql('postgres', `CREATE ROLE ${role}`);
     await createDb(source);
     await sql(source, `CREATE TABLE owned (a int); INSERT INTO owned VALUES (1), (2); ALTER TABLE owned OWNER TO ${role}; GRANT SELECT ON owned TO ${role};`);

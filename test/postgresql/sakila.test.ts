@@ -1,6 +1,6 @@
 // Sakila round trip through the real server: backup, damage, restore in place and into another database.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryRepo } from '../helpers/memory-repo.js';
+import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import { backup, createDb, dropDb, engineFor, fingerprint, psqlFile, restore, sql, testLogger, uniqueDb } from './pg-fixture.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
 
@@ -9,21 +9,24 @@ const SAKILA = '/work/shared/datasets/sakila-postgresql';
 describe('postgresql engine: Sakila', () => {
   const source = uniqueDb('sakila');
   const other = uniqueDb('sakila_other');
-  const repo = new MemoryRepo();
+  let store: TestRepo;
   let artifact: ServiceArtifact;
   let before: Awaited<ReturnType<typeof fingerprint>>;
 
   beforeAll(async () => {
+    store = await createTestRepo();
     await createDb(source);
     await psqlFile(source, `${SAKILA}/schema.sql`);
     await psqlFile(source, `${SAKILA}/data.sql`);
     before = await fingerprint(source);
-    artifact = await backup(engineFor(source), repo);
+    artifact = await backup(engineFor(source), store.repo);
+    await store.repo.flush();
   });
 
   afterAll(async () => {
     await dropDb(source);
     await dropDb(other);
+    await store?.cleanup();
   });
 
   it('backs up every table as its own stream', async () => {
@@ -33,19 +36,28 @@ describe('postgresql engine: Sakila', () => {
     expect(artifact.size).toBeGreaterThan(1_000_000);
   });
 
+  it('a second backup of the unchanged database reuses every table stream', async () => {
+    const storedBefore = store.repo.stats().storedBytes;
+    const again = await backup(engineFor(source), store.repo);
+    const tableKeys = Object.keys(artifact.streams).filter((k) => k.startsWith('table:'));
+    for (const key of tableKeys) expect(again.streams[key], key).toEqual(artifact.streams[key]);
+    // Only the schema archive (it carries pg_dump's timestamp) may add anything.
+    expect(store.repo.stats().storedBytes - storedBefore).toBeLessThanOrEqual(artifact.streams.schema!.size);
+  });
+
   it('restores over a damaged database to exactly the backed-up state', async () => {
     await sql(source, 'DROP TABLE payment CASCADE');
     await sql(source, "UPDATE actor SET first_name = 'X' WHERE actor_id < 50");
     await sql(source, "SELECT setval('film_film_id_seq', 99999)");
     expect(await fingerprint(source)).not.toEqual(before);
     const lines: string[] = [];
-    await restore(engineFor(source), repo, artifact, testLogger(lines));
+    await restore(engineFor(source), store.repo, artifact, testLogger(lines));
     expect(await fingerprint(source)).toEqual(before);
     expect(lines.some((l) => /ended \d+ connection\(s\) to database/.test(l))).toBe(true);
   });
 
   it('restores into another database name', async () => {
-    await restore(engineFor(other), repo, artifact);
+    await restore(engineFor(other), store.repo, artifact);
     expect(await fingerprint(other)).toEqual(before);
   });
 });
