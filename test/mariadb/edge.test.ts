@@ -7,13 +7,16 @@ import { silentLogger } from '../../src/core/log.js';
 import { runBackup, runRestore, type Engine } from '../../src/engines/engine.js';
 import { mariadbEngine } from '../../src/engines/mariadb/index.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
-import { openRepo, type TestRepo } from './repo.js';
+import { createTestRepo, type TestRepo } from '../helpers/repo.js';
+import type { Repository } from '../../src/repo/types.js';
 import { admin, dropDb, fingerprint, leftovers, runScript, uniqueDb, urlFor } from './helpers.js';
 
 const env = { configDir: '/tmp', stateDir: '/tmp', log: silentLogger };
 const source = uniqueDb('edge');
 const other = uniqueDb('edge_other');
 let repo: TestRepo;
+/** A second handle on the same repository, opened after the backup was flushed: what a restore in another process sees. */
+let reader: Repository | undefined;
 
 function engine(db: string): Engine {
   return mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url: urlFor(db) }), env);
@@ -26,11 +29,19 @@ async function backup(db: string): Promise<ServiceArtifact> {
 }
 
 async function restore(db: string, artifact: ServiceArtifact): Promise<void> {
-  await runRestore(await engine(db).openRestore({ repo: repo.repo, log: silentLogger, progress: () => {}, signal, options: {} }, artifact));
+  await runRestore(await engine(db).openRestore({ repo: await readerRepo(), log: silentLogger, progress: () => {}, signal, options: {} }, artifact));
+}
+
+async function readerRepo(): Promise<Repository> {
+  if (!reader) {
+    await repo.repo.flush();
+    reader = await repo.reopen();
+  }
+  return reader;
 }
 
 beforeAll(async () => {
-  repo = await openRepo();
+  repo = await createTestRepo();
   const conn = await admin();
   await conn.query(`CREATE DATABASE ${source} CHARACTER SET latin1 COLLATE latin1_german1_ci`);
   await conn.end();
@@ -39,7 +50,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await dropDb(source, other);
-  await repo?.close();
+  await repo?.cleanup();
 });
 
 describe('mariadb engine on the edge-case database', () => {
