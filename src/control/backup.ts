@@ -87,6 +87,8 @@ export async function runBackup(ctx: OperationContext, request: BackupRequest): 
     .where('id', '=', request.backupId)
     .execute();
 
+  // The handle may have written before (one process can run several activities): count this backup only.
+  const storedBefore = ctx.repo.stats().storedBytes;
   const parent = await parentArtifacts(ctx, env.name);
   const tracker = new ProgressTracker(units.length, ctx.onProgress);
   const sessions: (BackupSession | undefined)[] = new Array(units.length);
@@ -157,7 +159,7 @@ export async function runBackup(ctx: OperationContext, request: BackupRequest): 
   ctx.onProgress(96, 'saving the snapshot');
   const snapshotId = await ctx.repo.saveSnapshot(manifest);
   const size = artifacts.reduce((sum, a) => sum + a.size, 0);
-  const stored = ctx.repo.stats().storedBytes;
+  const stored = ctx.repo.stats().storedBytes - storedBefore;
   return { snapshotId, size, stored, pauseMs: report === null ? null : (report as HoldReport).pauseMs, summary };
 }
 

@@ -63,6 +63,8 @@ const CLI_ENTRY = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 export class Project {
   private db: CatalogDb | undefined;
+  /** Opened once per process (the password check costs a KDF run) and reused by its activities. */
+  private repo: Repository | undefined;
 
   private constructor(
     readonly config: ProjectConfig,
@@ -100,6 +102,8 @@ export class Project {
   }
 
   async close(): Promise<void> {
+    await this.repo?.close();
+    this.repo = undefined;
     await this.db?.destroy();
     this.db = undefined;
   }
@@ -116,8 +120,10 @@ export class Project {
     }
   }
 
-  async openRepository(): Promise<Repository> {
-    return openProjectRepository(this.config);
+  /** The repository handle; opening it first also refuses a wrong password before anything is queued. */
+  async repository(): Promise<Repository> {
+    this.repo ??= await openProjectRepository(this.config);
+    return this.repo;
   }
 
   // ---- environments ------------------------------------------------------------------------------
@@ -218,6 +224,7 @@ export class Project {
   async startBackup(environment: string, options: StartOptions & { live: boolean }): Promise<{ activity: Activity; backupId: string }> {
     const env = this.environment(environment);
     await this.assertActive(env.name, 'back up');
+    await this.repository();
     const db = await this.catalog();
     const backupId = newId();
     const now = this.clock.now().toISOString();
@@ -267,20 +274,16 @@ export class Project {
       });
     }
     await this.assertActive(target.name, 'restore onto');
-    const repo = await this.openRepository();
-    try {
-      if (!(await repo.hasSnapshot(backup.snapshot_id))) {
-        const db = await this.catalog();
-        await db.updateTable('backups').set({ restorable: 0, error: 'its snapshot is missing from the repository' }).where('id', '=', backup.id).execute();
-        throw new BunkerError('not_restorable', `backup ${backup.id} is not restorable: its snapshot is missing from the repository`, {
-          hint: 'Run `bunker repo:check` to see what else is missing.',
-        });
-      }
-      const manifest = await repo.loadSnapshot(backup.snapshot_id);
-      return { backup, source: backup.environment, target, plan: planRestore(manifest, target, input.services ?? []) };
-    } finally {
-      await repo.close();
+    const repo = await this.repository();
+    if (!(await repo.hasSnapshot(backup.snapshot_id))) {
+      const db = await this.catalog();
+      await db.updateTable('backups').set({ restorable: 0, error: 'its snapshot is missing from the repository' }).where('id', '=', backup.id).execute();
+      throw new BunkerError('not_restorable', `backup ${backup.id} is not restorable: its snapshot is missing from the repository`, {
+        hint: 'Run `bunker repo:check` to see what else is missing.',
+      });
     }
+    const manifest = await repo.loadSnapshot(backup.snapshot_id);
+    return { backup, source: backup.environment, target, plan: planRestore(manifest, target, input.services ?? []) };
   }
 
   async startRestore(prep: RestorePreparation, options: StartOptions): Promise<Activity> {
@@ -304,6 +307,7 @@ export class Project {
         hint: `Wait for activity ${backup.activity_id} to end (\`bunker activity:log ${backup.activity_id}\`).`,
       });
     }
+    await this.repository();
     const db = await this.catalog();
     const activity = await createActivity(db, this.clock, {
       type: 'environment.backup.delete',
@@ -421,79 +425,65 @@ export class Project {
   ): Promise<void> {
     const db = await this.catalog();
     const params = activityParams(activity);
-    const repo = await this.openRepository();
+    const repo = await this.repository();
     const ctx: OperationContext = { config: this.config, db, clock: this.clock, repo, ...run };
-    try {
-      switch (activity.type) {
-        case 'environment.backup': {
-          const env = this.environment(activity.environment);
-          await this.assertActive(env.name, 'back up');
-          const outcome = await runBackup(ctx, { backupId: params.backupId!, environment: env, live: params.live === true });
-          await db
-            .updateTable('backups')
-            .set({
-              status: 'complete',
-              restorable: 1,
-              size: outcome.size,
-              stored: outcome.stored,
-              pause_ms: outcome.pauseMs,
-              summary: JSON.stringify(outcome.summary),
-              snapshot_id: outcome.snapshotId,
-              updated_at: this.clock.now().toISOString(),
-            })
-            .where('id', '=', params.backupId!)
-            .execute();
-          run.log.info(`Saved backup ${params.backupId} (snapshot ${outcome.snapshotId.slice(0, 12)}, ${outcome.size} bytes, ${outcome.stored} new bytes stored)`);
-          break;
-        }
-        case 'environment.restore': {
-          const backup = await this.getBackup(params.backupId!);
-          if (backup.restorable !== 1 || !backup.snapshot_id) {
-            throw new BunkerError('not_restorable', `backup ${backup.id} is not restorable (status ${backup.status})`);
-          }
-          const target = this.environment(activity.environment);
-          await this.assertActive(target.name, 'restore onto');
-          const manifest = await repo.loadSnapshot(backup.snapshot_id);
-          const plan = planRestore(manifest, target, params.services ?? []);
-          run.log.info(`Restoring backup ${backup.id} of ${backup.environment} (created ${backup.created_at}) onto ${target.name}`);
-          await runRestore(ctx, { target, plan });
-          break;
-        }
-        case 'environment.backup.delete': {
-          const backup = await this.getBackup(params.backupId!);
-          if (backup.snapshot_id && (await repo.hasSnapshot(backup.snapshot_id))) await repo.forgetSnapshot(backup.snapshot_id);
-          await db
-            .updateTable('backups')
-            .set({ status: 'deleted', restorable: 0, updated_at: this.clock.now().toISOString() })
-            .where('id', '=', backup.id)
-            .execute();
-          run.log.info(`Deleted backup ${backup.id}; its unshared data is freed by the next prune`);
-          break;
-        }
+    switch (activity.type) {
+      case 'environment.backup': {
+        const env = this.environment(activity.environment);
+        await this.assertActive(env.name, 'back up');
+        const outcome = await runBackup(ctx, { backupId: params.backupId!, environment: env, live: params.live === true });
+        await db
+          .updateTable('backups')
+          .set({
+            status: 'complete',
+            restorable: 1,
+            size: outcome.size,
+            stored: outcome.stored,
+            pause_ms: outcome.pauseMs,
+            summary: JSON.stringify(outcome.summary),
+            snapshot_id: outcome.snapshotId,
+            updated_at: this.clock.now().toISOString(),
+          })
+          .where('id', '=', params.backupId!)
+          .execute();
+        run.log.info(`Saved backup ${params.backupId} (snapshot ${outcome.snapshotId.slice(0, 12)}, ${outcome.size} bytes, ${outcome.stored} new bytes stored)`);
+        break;
       }
-    } finally {
-      await repo.close();
+      case 'environment.restore': {
+        const backup = await this.getBackup(params.backupId!);
+        if (backup.restorable !== 1 || !backup.snapshot_id) {
+          throw new BunkerError('not_restorable', `backup ${backup.id} is not restorable (status ${backup.status})`);
+        }
+        const target = this.environment(activity.environment);
+        await this.assertActive(target.name, 'restore onto');
+        const manifest = await repo.loadSnapshot(backup.snapshot_id);
+        const plan = planRestore(manifest, target, params.services ?? []);
+        run.log.info(`Restoring backup ${backup.id} of ${backup.environment} (created ${backup.created_at}) onto ${target.name}`);
+        await runRestore(ctx, { target, plan });
+        break;
+      }
+      case 'environment.backup.delete': {
+        const backup = await this.getBackup(params.backupId!);
+        if (backup.snapshot_id && (await repo.hasSnapshot(backup.snapshot_id))) await repo.forgetSnapshot(backup.snapshot_id);
+        await db
+          .updateTable('backups')
+          .set({ status: 'deleted', restorable: 0, updated_at: this.clock.now().toISOString() })
+          .where('id', '=', backup.id)
+          .execute();
+        run.log.info(`Deleted backup ${backup.id}; its unshared data is freed by the next prune`);
+        break;
+      }
     }
   }
 
   // ---- repository --------------------------------------------------------------------------------
 
   async checkRepository(options: CheckOptions): Promise<CheckResult> {
-    const repo = await this.openRepository();
-    try {
-      return await repo.check(options);
-    } finally {
-      await repo.close();
-    }
+    return (await this.repository()).check(options);
   }
 
   async repositoryStats(): Promise<RepoStats> {
-    const repo = await this.openRepository();
-    try {
-      return await repo.repoStats();
-    } finally {
-      await repo.close();
-    }
+    return (await this.repository()).repoStats();
   }
 }
 
