@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -178,6 +178,23 @@ function committedRows(file: string): number {
     db.close();
   }
 }
+
+describe('sqlite restore target details', () => {
+  it('keeps the old file mode and a symlink to the database', async () => {
+    const source = envDir('mode-src');
+    createLedger(join(source, 'app.sqlite'), 'delete', 100);
+    const artifact = await backup(source, 'app.sqlite');
+    const target = envDir('mode-dst');
+    mkdirSync(join(target, 'real'));
+    createLedger(join(target, 'real', 'app.sqlite'), 'delete', 3);
+    chmodSync(join(target, 'real', 'app.sqlite'), 0o640);
+    symlinkSync('real/app.sqlite', join(target, 'link.sqlite'));
+    await restore(target, 'link.sqlite', artifact);
+    expect(lstatSync(join(target, 'link.sqlite')).isSymbolicLink()).toBe(true);
+    expect(statSync(join(target, 'real', 'app.sqlite')).mode & 0o777).toBe(0o640);
+    expect(ledgerState(join(target, 'real', 'app.sqlite'))).toMatchObject({ integrity: 'ok', n: 100 });
+  });
+});
 
 describe('sqlite backup while the application writes', () => {
   it('WAL mode: the copy is the state at pin(), writers keep committing meanwhile', async () => {

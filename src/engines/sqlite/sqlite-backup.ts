@@ -18,7 +18,7 @@ import { BunkerError } from '../../core/errors.js';
 import { newId } from '../../core/ids.js';
 import type { ServiceArtifact } from '../../repo/types.js';
 import type { BackupContext, BackupSession, EngineEnv } from '../engine.js';
-import { openDatabase, requireDatabaseFile, sqliteError, unlinkIfPresent, type SqliteDb } from './sqlite-file.js';
+import { SIDE_SUFFIXES, openDatabase, requireDatabaseFile, sqliteError, unlinkIfPresent, type SqliteDb } from './sqlite-file.js';
 
 /** Version of the artifact layout below; restore refuses formats it does not know. */
 export const SQLITE_FORMAT = 1;
@@ -101,7 +101,7 @@ export class SqliteBackupSession implements BackupSession {
     this.db?.close();
     this.db = undefined;
     if (this.tempFile) {
-      await unlinkIfPresent(this.tempFile).catch(() => {});
+      for (const suffix of ['', ...SIDE_SUFFIXES]) await unlinkIfPresent(this.tempFile + suffix).catch(() => {});
       this.tempFile = undefined;
     }
   }

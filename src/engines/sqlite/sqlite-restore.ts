@@ -8,7 +8,7 @@
 // target and the old -wal/-shm/-journal are unlinked. A kill before the rename leaves the old database
 // (with its WAL folded in); a kill after it leaves the new one beside, at worst, an empty -wal.
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, open, readdir, rename, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, readdir, realpath, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -34,13 +34,13 @@ const TEMP_MARKER = '.bunker-restore-';
 const LOCK_WAIT_MS = 5000;
 
 export class SqliteRestoreSession implements RestoreSession {
-  private readonly dir: string;
+  private dir: string;
   private tempFile: string | undefined;
   private staged = false;
 
   constructor(
     private readonly service: string,
-    private readonly target: string,
+    private target: string,
     private readonly ctx: RestoreContext,
     private readonly artifact: ServiceArtifact,
   ) {
@@ -49,6 +49,9 @@ export class SqliteRestoreSession implements RestoreSession {
 
   async stage(): Promise<void> {
     const ref = this.streamRef();
+    // A symlinked database is replaced where it really lives, keeping the link.
+    this.target = await realpath(this.target).catch(() => this.target);
+    this.dir = dirname(this.target);
     try {
       await mkdir(this.dir, { recursive: true });
     } catch (err) {
@@ -79,9 +82,7 @@ export class SqliteRestoreSession implements RestoreSession {
       throw new BunkerError('corrupt', `sqlite service "${this.service}": the stored database has ${written} bytes, expected ${ref.size}`);
     }
     this.verify(temp);
-    // The new file takes the old one's permissions, so the application can still open it.
-    const old = await stat(this.target).catch((err) => (isMissing(err) ? undefined : Promise.reject(err)));
-    if (old) await chmod(temp, old.mode & 0o7777);
+    await this.copyOwnership(temp);
     this.staged = true;
   }
 
@@ -206,6 +207,22 @@ export class SqliteRestoreSession implements RestoreSession {
     return new BunkerError('locked', `sqlite service "${this.service}": ${this.target} stayed busy for ${LOCK_WAIT_MS / 1000} s, so its write-ahead log could not be folded in before the swap`, {
       hint: 'Stop the application (or use a safe restore, which holds its traffic) and retry; the database was not changed.',
     });
+  }
+
+  /** The new file takes the old one's mode and owner, so the application can still open it for writing. */
+  private async copyOwnership(temp: string): Promise<void> {
+    const old = await stat(this.target).catch((err) => (isMissing(err) ? undefined : Promise.reject(err)));
+    if (!old) {
+      await chmod(temp, 0o644 & ~process.umask());
+      return;
+    }
+    await chmod(temp, old.mode & 0o7777);
+    const mine = await stat(temp);
+    if (mine.uid !== old.uid || mine.gid !== old.gid) {
+      await chown(temp, old.uid, old.gid).catch(() => {
+        this.ctx.log.warn(`sqlite service "${this.service}": could not give the restored ${this.target} its old owner ${old.uid}:${old.gid}`);
+      });
+    }
   }
 
   /** Removes temp files that a killed restore left beside the target. */
