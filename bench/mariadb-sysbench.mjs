@@ -1,0 +1,105 @@
+// See mariadb-sysbench.sh. Prints wall times and the ratios the issue sets targets for:
+//   backup / mariadb-dump --single-transaction (≤ 1.0)   restore / mariadb < dump.sql (≤ 0.4)
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { initRepository } from '../dist/repo/index.js';
+import { FsBackend } from '../dist/storage/index.js';
+import { runBackup, runRestore } from '../dist/engines/engine.js';
+import { silentLogger } from '../dist/core/log.js';
+import { mariadbEngine } from '../dist/engines/mariadb/index.js';
+
+const TABLES = Number(process.env.TABLES ?? 8);
+const TABLE_SIZE = Number(process.env.TABLE_SIZE ?? 250000);
+const JOBS = process.env.JOBS ? Number(process.env.JOBS) : undefined;
+const conn = ['-h', '127.0.0.1', '-P', '3306', '-u', 'root'];
+const work = join(process.cwd(), 'bench/.work/mariadb');
+rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+const tag = randomBytes(3).toString('hex');
+const source = `bench_mdb_${tag}`;
+const viaClient = `bench_mdb_${tag}_client`;
+const viaBunker = `bench_mdb_${tag}_bunker`;
+
+const sql = (text, db) => execFileSync('mariadb', [...conn, '-N', '-B', ...(db ? [db] : []), '-e', text], { encoding: 'utf8' }).trim();
+const sh = (cmd, args, io = {}) => {
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], ...io });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status})`);
+};
+const timed = async (fn) => {
+  const t0 = process.hrtime.bigint();
+  const value = await fn();
+  return { s: Number(process.hrtime.bigint() - t0) / 1e9, value };
+};
+const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+const ctx = (extra) => ({ log: silentLogger, progress: () => {}, signal: new AbortController().signal, ...extra });
+const engineFor = (db) =>
+  mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url: `mysql://root@127.0.0.1:3306/${db}`, ...(JOBS ? { jobs: JOBS } : {}) }), {
+    configDir: work,
+    stateDir: work,
+    log: silentLogger,
+  });
+const checksums = (db) => sql(`CHECKSUM TABLE ${Array.from({ length: TABLES }, (_, i) => `sbtest${i + 1}`).join(', ')}`, db).replaceAll(db, 'DB');
+
+try {
+  console.log(`sysbench oltp_read_write --tables=${TABLES} --table-size=${TABLE_SIZE} prepare ...`);
+  sql(`CREATE DATABASE ${source}`);
+  sh('sysbench', ['oltp_read_write', '--db-driver=mysql', '--mysql-host=127.0.0.1', '--mysql-user=root', '--mysql-password=', `--mysql-db=${source}`,
+    `--tables=${TABLES}`, `--table-size=${TABLE_SIZE}`, 'prepare']);
+  const size = Number(sql(`SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '${source}'`));
+  console.log(`database: ${mb(size)} (data + indexes)`);
+
+  const dumpFile = join(work, 'dump.sql');
+  const dump = await timed(() => {
+    const fd = openSync(dumpFile, 'w');
+    try {
+      sh('mariadb-dump', [...conn, '--single-transaction', '--routines', '--triggers', '--events', source], { stdio: ['ignore', fd, 'inherit'] });
+    } finally {
+      closeSync(fd);
+    }
+  });
+  console.log(`mariadb-dump --single-transaction: ${dump.s.toFixed(2)} s (${mb(statSync(dumpFile).size)})`);
+
+  const repo = await initRepository({ storage: new FsBackend(join(work, 'repo')), password: 'bench-password-' + tag, kdf: 'fast' });
+  const backup = () =>
+    timed(async () => {
+      const artifact = await runBackup(await engineFor(source).openBackup(ctx({ repo, mode: 'live' })));
+      await repo.flush();
+      return artifact;
+    });
+  const first = await backup();
+  const afterFirst = repo.stats().storedBytes;
+  console.log(`bunker backup:                     ${first.s.toFixed(2)} s (stored ${mb(afterFirst)}, consistent point ${first.value.meta.pinMs} ms)`);
+  const second = await backup();
+  const added = repo.stats().storedBytes - afterFirst;
+  console.log(`bunker backup, unchanged, again:   ${second.s.toFixed(2)} s (new bytes ${mb(added)})`);
+
+  sql(`CREATE DATABASE ${viaClient}`);
+  const clientRestore = await timed(() => {
+    const fd = openSync(dumpFile, 'r');
+    try {
+      sh('mariadb', [...conn, viaClient], { stdio: [fd, 'ignore', 'inherit'] });
+    } finally {
+      closeSync(fd);
+    }
+  });
+  console.log(`mariadb < dump.sql:                ${clientRestore.s.toFixed(2)} s`);
+
+  const bunkerRestore = await timed(async () => {
+    await runRestore(await engineFor(viaBunker).openRestore(ctx({ repo, options: {} }), first.value));
+  });
+  console.log(`bunker restore:                    ${bunkerRestore.s.toFixed(2)} s`);
+
+  const same = checksums(source) === checksums(viaBunker) && checksums(source) === checksums(viaClient);
+  console.log(`restored tables match the source (CHECKSUM TABLE): ${same ? 'yes' : 'NO'}`);
+  console.log('');
+  console.log(`backup  / mariadb-dump --single-transaction = ${(first.s / dump.s).toFixed(2)}  (target <= 1.0)`);
+  console.log(`restore / mariadb < dump.sql                = ${(bunkerRestore.s / clientRestore.s).toFixed(2)}  (target <= 0.4)`);
+  console.log(`second backup new bytes / first stored      = ${((100 * added) / afterFirst).toFixed(2)} %`);
+  await repo.close();
+  if (!same) process.exitCode = 1;
+} finally {
+  for (const db of [source, viaClient, viaBunker]) sql(`DROP DATABASE IF EXISTS ${db}`);
+  rmSync(work, { recursive: true, force: true });
+}
