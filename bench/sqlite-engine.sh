@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# SQLite engine benchmark: Bunker's sqlite backup vs `sqlite3 .backup` on the same file in the same run,
+# restore vs backup, and what a backup costs a writing application (pin time, writer commit latency),
+# in WAL and rollback-journal mode. The tools compared: sqlite3 .backup, then restic on the copy. SIZE_MB (default 256) sets the database size, RUNS (default 3) the repeats.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v sqlite3 >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3
+fi
+command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic; }
+# Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
+npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
+test -f dist/engines/sqlite/index.js || { echo "dist/engines/sqlite/index.js missing: the build failed" >&2; exit 1; }
+node bench/sqlite-engine.mjs "$@"
