@@ -1,0 +1,137 @@
+// FastCDC content-defined chunking with normalized chunking (level 2), written for this project.
+// A rolling gear hash h = (h << 1) + G[byte] is tested against a stricter mask before the average size
+// and a looser one after it, which pulls chunk sizes towards the average. The gear table comes from a
+// per-repository secret, so chunk boundaries (and thus chunk sizes) reveal nothing about content to
+// someone without the key.
+import { createHmac } from 'node:crypto';
+
+export interface ChunkSizes {
+  min: number;
+  avg: number;
+  max: number;
+}
+
+/** 512 KiB / 1 MiB / 8 MiB: large enough for few blobs per GB, small enough for fine-grained dedup. */
+export const DEFAULT_CHUNK_SIZES: ChunkSizes = { min: 512 * 1024, avg: 1024 * 1024, max: 8 * 1024 * 1024 };
+
+/** 256 pseudo-random 32-bit values from HMAC-SHA-256(key, "bunker-gear-" ‖ block). */
+export function gearTable(key: Uint8Array): Uint32Array {
+  const bytes = Buffer.alloc(1024);
+  for (let block = 0; block < 32; block++) {
+    createHmac('sha256', key).update(`bunker-gear-${block}`).digest().copy(bytes, block * 32);
+  }
+  const table = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) table[i] = bytes.readUInt32LE(i * 4);
+  return table;
+}
+
+/** A mask of the `bits` highest bits: with a left-shifting hash, the high bits depend on the most bytes. */
+function highBits(bits: number): number {
+  return bits <= 0 ? 0 : (0xffffffff << (32 - bits)) | 0;
+}
+
+export function validateChunkSizes(s: ChunkSizes): void {
+  const pow2 = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+  if (!(pow2(s.avg) && s.min >= 64 && s.min < s.avg && s.avg < s.max && s.max <= 64 * 1024 * 1024)) {
+    throw new Error(`invalid chunk sizes ${JSON.stringify(s)}: need 64 ≤ min < avg < max ≤ 64 MiB, avg a power of two`);
+  }
+}
+
+/** Streaming chunker: push() input pieces of any size, collect the finished chunks, finish() the tail. */
+export class Chunker {
+  private readonly gear: Uint32Array;
+  private readonly maskS: number;
+  private readonly maskL: number;
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  private hash = 0;
+
+  constructor(gear: Uint32Array, private readonly sizes: ChunkSizes = DEFAULT_CHUNK_SIZES) {
+    validateChunkSizes(sizes);
+    this.gear = gear;
+    const bits = Math.round(Math.log2(sizes.avg));
+    this.maskS = highBits(bits + 2);
+    this.maskL = highBits(bits - 2);
+  }
+
+  /** Returns the chunks completed by `data`; the rest is kept for the next push() or finish(). */
+  push(data: Buffer): Buffer[] {
+    const out: Buffer[] = [];
+    const { min, avg, max } = this.sizes;
+    const G = this.gear;
+    const n = data.length;
+    let start = 0; // where the current chunk's bytes begin within `data`
+    let i = 0;
+    let h = this.hash;
+    while (i < n) {
+      const pos = this.pendingLen + (i - start); // bytes of the current chunk before data[i]
+      let cut = -1;
+      if (pos < min) {
+        // The first `min` bytes of a chunk are never a boundary: skip them without hashing.
+        i += Math.min(min - pos, n - i);
+        continue;
+      }
+      if (pos < avg) {
+        const stop = Math.min(n, i + (avg - pos));
+        const mask = this.maskS;
+        for (; i < stop; i++) {
+          h = ((h << 1) + G[data[i]!]!) | 0;
+          if ((h & mask) === 0) {
+            cut = ++i;
+            break;
+          }
+        }
+      } else {
+        const stop = Math.min(n, i + (max - pos));
+        const mask = this.maskL;
+        for (; i < stop; i++) {
+          h = ((h << 1) + G[data[i]!]!) | 0;
+          if ((h & mask) === 0) {
+            cut = ++i;
+            break;
+          }
+        }
+        if (cut < 0 && this.pendingLen + (i - start) >= max) cut = i;
+      }
+      if (cut >= 0) {
+        out.push(this.take(data, start, cut));
+        start = cut;
+        h = 0;
+      }
+    }
+    if (start < n) {
+      this.pending.push(data.subarray(start));
+      this.pendingLen += n - start;
+    }
+    this.hash = h;
+    return out;
+  }
+
+  /** The last, possibly short, chunk; null when nothing is left. */
+  finish(): Buffer | null {
+    if (this.pendingLen === 0) return null;
+    const chunk = Buffer.concat(this.pending, this.pendingLen);
+    this.pending = [];
+    this.pendingLen = 0;
+    this.hash = 0;
+    return chunk;
+  }
+
+  private take(data: Buffer, start: number, end: number): Buffer {
+    const parts = this.pending;
+    parts.push(data.subarray(start, end));
+    const chunk = Buffer.concat(parts, this.pendingLen + (end - start)); // always a fresh copy
+    this.pending = [];
+    this.pendingLen = 0;
+    return chunk;
+  }
+}
+
+/** Chunks a whole buffer at once (for tests and small inputs). */
+export function chunkBuffer(gear: Uint32Array, data: Buffer, sizes: ChunkSizes = DEFAULT_CHUNK_SIZES): Buffer[] {
+  const c = new Chunker(gear, sizes);
+  const out = c.push(data);
+  const last = c.finish();
+  if (last) out.push(last);
+  return out;
+}

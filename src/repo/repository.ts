@@ -1,0 +1,655 @@
+// The repository implementation: content-defined chunks, deduplicated by keyed id, compressed and sealed
+// in a worker pool, gathered into ~16 MiB packs (data and trees apart), named by index files, and
+// referenced by encrypted snapshot manifests. Write order: packs → index → snapshot (docs/design/repository-format.md).
+import { createHash } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { BunkerError, ID_PATTERN, newId } from '../core/index.js';
+import { isNotFound, type StorageBackend } from '../storage/index.js';
+import { Chunker, gearTable, type ChunkSizes } from './chunker.js';
+import { CodecPool } from './codec-pool.js';
+import { blobId, corrupt, open, seal, type MasterKeys } from './crypto.js';
+import { treeReferences } from './tree.js';
+import type {
+  BlobId,
+  CheckOptions,
+  CheckResult,
+  RepoStats,
+  Repository,
+  SnapshotManifest,
+  SnapshotSummary,
+  StreamRef,
+  StreamWriter,
+  WriteStats,
+} from './types.js';
+
+export type BlobType = 'data' | 'tree';
+
+export interface RepoConfig {
+  version: 1;
+  id: string;
+  created: string;
+  chunker: ChunkSizes;
+  compressionLevel: number;
+  packSize: number;
+}
+
+export interface RepositoryOptions {
+  /** Worker threads for compression and encryption (default: the machine's cores, at most 4). */
+  workers?: number;
+}
+
+interface IndexEntry {
+  pack: string;
+  type: BlobType;
+  offset: number;
+  length: number;
+  rawLength: number;
+}
+
+/** [id, offset, length, rawLength] — compact rows for pack headers and index files. */
+type BlobRow = [string, number, number, number];
+
+interface PackRecord {
+  id: string;
+  type: BlobType;
+  blobs: BlobRow[];
+}
+
+interface IndexFile {
+  version: 1;
+  packs: PackRecord[];
+}
+
+interface PackHeader {
+  version: 1;
+  type: BlobType;
+  blobs: BlobRow[];
+}
+
+class PackBuilder {
+  parts: Buffer[] = [];
+  size = 0;
+  blobs: BlobRow[] = [];
+  constructor(readonly type: BlobType) {}
+}
+
+export const CONFIG_NAME = 'config';
+export const PACK_TRAILER = 8; // u32le header length ‖ "BNKP"
+const PACK_MAGIC = Buffer.from('BNKP');
+const INDEX_EVERY_PACKS = 32;
+const HEX64 = /^[0-9a-f]{64}$/;
+
+export function packName(id: string): string {
+  return `data/${id.slice(0, 2)}/${id}`;
+}
+
+function sha256(data: Uint8Array | Uint8Array[]): string {
+  const h = createHash('sha256');
+  for (const part of Array.isArray(data) ? data : [data]) h.update(part);
+  return h.digest('hex');
+}
+
+/** Parses a pack's header (the tail of the pack) and checks its structure against the pack size. */
+export function parsePackHeader(encKey: Buffer, name: string, tail: Buffer, packSize: number): PackHeader {
+  const header = JSON.parse(open(encKey, tail, `pack ${name} header`).toString('utf8')) as PackHeader;
+  if (header.version !== 1 || (header.type !== 'data' && header.type !== 'tree') || !Array.isArray(header.blobs)) {
+    throw corrupt(`pack ${name} header has an unknown format`, name);
+  }
+  const bodyEnd = packSize - tail.length - PACK_TRAILER;
+  for (const row of header.blobs) {
+    const [id, offset, length] = row;
+    if (!HEX64.test(id) || !(offset >= 0 && length > 0 && offset + length <= bodyEnd)) {
+      throw corrupt(`pack ${name} header lists blob ${String(id)} outside the pack`, name);
+    }
+  }
+  return header;
+}
+
+export class BunkerRepository implements Repository {
+  private readonly gear: Uint32Array;
+  private readonly pool: CodecPool;
+  /** Every blob known to be stored: from index files, plus packs this handle wrote. */
+  private readonly index = new Map<BlobId, IndexEntry>();
+  private readonly loadedIndexes = new Set<string>();
+  /** Blobs accepted for storage whose pack is not written yet (dedup must see them). */
+  private readonly pending = new Set<BlobId>();
+  private readonly open: Partial<Record<BlobType, PackBuilder>> = {};
+  /** Packs written but not yet named by an index file. */
+  private unindexed: PackRecord[] = [];
+  /** Blob stores in progress (seal + pack append); bounded for backpressure. */
+  private readonly storing = new Set<Promise<void>>();
+  /** The store task of each blob in `storing`, so a stream can wait for exactly its own blobs. */
+  private readonly storeTasks = new Map<BlobId, Promise<void>>();
+  private readonly maxStoring: number;
+  private readonly waiters: (() => void)[] = [];
+  private failure: unknown;
+  private flushChain: Promise<void> = Promise.resolve();
+  private closed = false;
+  private totals: WriteStats = { bytes: 0, storedBytes: 0, chunks: 0, newChunks: 0 };
+
+  constructor(
+    readonly storage: StorageBackend,
+    private readonly keys: MasterKeys,
+    readonly config: RepoConfig,
+    options: RepositoryOptions = {},
+  ) {
+    this.gear = gearTable(keys.chunkerKey);
+    this.pool = new CodecPool(keys, options.workers);
+    this.maxStoring = 2 * (options.workers ?? 2) + 2;
+  }
+
+  get id(): string {
+    return this.config.id;
+  }
+
+  // ---------- index ----------
+
+  /** Reads index files not loaded yet (written by this or other processes since the last call). */
+  async loadIndex(): Promise<void> {
+    const files = await this.storage.list('index/');
+    for (const file of files) {
+      if (this.loadedIndexes.has(file.name)) continue;
+      const parsed = await this.readIndexFile(file.name);
+      this.addIndexRecords(parsed.packs);
+      this.loadedIndexes.add(file.name);
+    }
+  }
+
+  private async readIndexFile(name: string): Promise<IndexFile> {
+    const sealed = await this.storage.get(name);
+    const parsed = JSON.parse(open(this.keys.encKey, sealed, `index ${name}`).toString('utf8')) as IndexFile;
+    if (parsed.version !== 1 || !Array.isArray(parsed.packs)) throw corrupt(`index ${name} has an unknown format`, name);
+    return parsed;
+  }
+
+  private addIndexRecords(packs: PackRecord[]): void {
+    for (const pack of packs) {
+      for (const [id, offset, length, rawLength] of pack.blobs) {
+        if (!this.index.has(id)) this.index.set(id, { pack: pack.id, type: pack.type, offset, length, rawLength });
+      }
+    }
+  }
+
+  // ---------- writing ----------
+
+  hasBlob(id: BlobId): boolean {
+    return this.index.has(id) || this.pending.has(id);
+  }
+
+  stats(): WriteStats {
+    return { ...this.totals };
+  }
+
+  private assertWritable(): void {
+    if (this.closed) throw new BunkerError('internal', 'the repository handle is closed');
+    if (this.failure) throw this.failure;
+  }
+
+  /** Hashes a chunk and, when new, queues it for sealing and packing. Resolves once there is room for more. */
+  private async addChunk(type: BlobType, chunk: Buffer, onStored?: (bytes: number) => void): Promise<BlobId> {
+    this.assertWritable();
+    const id = blobId(this.keys.idKey, chunk);
+    this.totals.chunks++;
+    this.totals.bytes += chunk.length;
+    if (!this.hasBlob(id)) {
+      this.pending.add(id);
+      this.totals.newChunks++;
+      const task = this.storeNew(type, id, chunk, onStored);
+      this.storing.add(task);
+      this.storeTasks.set(id, task);
+      void task.finally(() => {
+        this.storing.delete(task);
+        this.storeTasks.delete(id);
+        this.waiters.shift()?.();
+      });
+      while (this.storing.size >= this.maxStoring) await new Promise<void>((r) => this.waiters.push(r));
+      this.assertWritable();
+    }
+    return id;
+  }
+
+  private async storeNew(type: BlobType, id: BlobId, chunk: Buffer, onStored?: (bytes: number) => void): Promise<void> {
+    const rawLength = chunk.length;
+    try {
+      const { sealed } = await this.pool.seal(chunk, this.config.compressionLevel);
+      onStored?.(sealed.length);
+      const builder = (this.open[type] ??= new PackBuilder(type));
+      builder.blobs.push([id, builder.size, sealed.length, rawLength]);
+      builder.parts.push(sealed);
+      builder.size += sealed.length;
+      if (builder.size >= this.config.packSize) {
+        delete this.open[type];
+        await this.writePack(builder);
+      }
+    } catch (err) {
+      this.pending.delete(id);
+      this.failure ??= err;
+    }
+  }
+
+  private async writePack(builder: PackBuilder): Promise<void> {
+    const header: PackHeader = { version: 1, type: builder.type, blobs: builder.blobs };
+    const sealedHeader = seal(this.keys.encKey, Buffer.from(JSON.stringify(header)));
+    const trailer = Buffer.alloc(PACK_TRAILER);
+    trailer.writeUInt32LE(sealedHeader.length, 0);
+    PACK_MAGIC.copy(trailer, 4);
+    const body = Buffer.concat([...builder.parts, sealedHeader, trailer]);
+    builder.parts = [];
+    const id = sha256(body);
+    await this.storage.put(packName(id), body);
+    this.totals.storedBytes += body.length;
+    const record: PackRecord = { id, type: builder.type, blobs: builder.blobs };
+    this.addIndexRecords([record]);
+    for (const [blob] of builder.blobs) this.pending.delete(blob);
+    this.unindexed.push(record);
+    if (this.unindexed.length >= INDEX_EVERY_PACKS) await this.writeIndex();
+  }
+
+  private async writeIndex(): Promise<void> {
+    const packs = this.unindexed;
+    if (packs.length === 0) return;
+    this.unindexed = [];
+    const file: IndexFile = { version: 1, packs };
+    const sealed = seal(this.keys.encKey, Buffer.from(JSON.stringify(file)));
+    const name = `index/${sha256(sealed)}`;
+    try {
+      await this.storage.put(name, sealed);
+    } catch (err) {
+      this.unindexed.unshift(...packs);
+      throw err;
+    }
+    this.totals.storedBytes += sealed.length;
+    this.loadedIndexes.add(name);
+  }
+
+  /** Waits for queued blobs, writes the open packs, then the index naming them. */
+  flush(): Promise<void> {
+    const run = this.flushChain.then(async () => {
+      while (this.storing.size > 0) await Promise.all([...this.storing]);
+      if (this.failure) throw this.failure;
+      for (const type of ['data', 'tree'] as const) {
+        const builder = this.open[type];
+        if (builder) {
+          delete this.open[type];
+          await this.writePack(builder);
+        }
+      }
+      await this.writeIndex();
+    });
+    this.flushChain = run.catch(() => {});
+    return run;
+  }
+
+  writeStream(options: { label?: string } = {}): StreamWriter {
+    const chunker = new Chunker(this.gear, this.config.chunker);
+    const ids: BlobId[] = [];
+    let size = 0;
+    let storedBytes = 0;
+    const onStored = (n: number) => (storedBytes += n);
+    const label = options.label ? ` (${options.label})` : '';
+    let settle!: { resolve: (r: StreamRef) => void; reject: (e: unknown) => void };
+    const result = new Promise<StreamRef>((resolve, reject) => (settle = { resolve, reject }));
+    result.catch(() => {}); // observed through done(); never an unhandled rejection
+    const store = async (chunks: Buffer[]) => {
+      for (const chunk of chunks) ids.push(await this.addChunk('data', chunk, onStored));
+    };
+    const writer = new Writable({
+      highWaterMark: 1 << 20,
+      write: (data: Buffer, _encoding, callback) => {
+        size += data.length;
+        store(chunker.push(data)).then(() => callback(), (err) => callback(asWriteError(err, label)));
+      },
+      final: (callback) => {
+        const last = chunker.finish();
+        store(last ? [last] : [])
+          .then(() => this.waitFor(ids))
+          .then(() => {
+            settle.resolve({ size, chunks: ids });
+            callback();
+          }, (err) => callback(asWriteError(err, label)));
+      },
+    });
+    writer.on('error', (err) => settle.reject(err));
+    return Object.defineProperties(writer, {
+      done: { value: () => result },
+      storedBytes: { get: () => storedBytes },
+    }) as StreamWriter;
+  }
+
+  /** Waits until every blob in `ids` is sealed and handed to a pack (or the store failed). */
+  private async waitFor(ids: BlobId[]): Promise<void> {
+    const tasks = ids.map((id) => this.storeTasks.get(id)).filter((t) => t !== undefined);
+    if (tasks.length > 0) await Promise.all(tasks);
+    if (this.failure) throw this.failure;
+  }
+
+  async storeBuffer(data: Uint8Array): Promise<StreamRef> {
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const chunker = new Chunker(this.gear, this.config.chunker);
+    const chunks = chunker.push(buf);
+    const last = chunker.finish();
+    if (last) chunks.push(last);
+    const ids: BlobId[] = [];
+    for (const chunk of chunks) ids.push(await this.addChunk('data', chunk));
+    await this.waitFor(ids);
+    return { size: buf.length, chunks: ids };
+  }
+
+  async putTree(data: Uint8Array): Promise<BlobId> {
+    const copy = Buffer.from(data); // the pool takes ownership of what it seals
+    const id = await this.addChunk('tree', copy);
+    await this.waitFor([id]);
+    return id;
+  }
+
+  // ---------- reading ----------
+
+  /** Reads, decrypts and verifies one blob. */
+  async readBlob(id: BlobId): Promise<Buffer> {
+    if (typeof id !== 'string' || !HEX64.test(id)) {
+      throw new BunkerError('usage', `not a blob id: ${JSON.stringify(id)}`);
+    }
+    let entry = this.index.get(id);
+    if (!entry && this.pending.has(id)) {
+      await this.flush();
+      entry = this.index.get(id);
+    }
+    if (!entry) {
+      await this.loadIndex(); // another process may have added it since we opened
+      entry = this.index.get(id);
+    }
+    if (!entry) {
+      throw new BunkerError('corrupt', `blob ${id} is not in the repository's index`, {
+        hint: 'The snapshot refers to data that is missing: run `bunker repo:check`.',
+        details: { object: id },
+      });
+    }
+    const name = packName(entry.pack);
+    let sealed: Buffer;
+    try {
+      sealed = await this.storage.get(name, { offset: entry.offset, length: entry.length });
+    } catch (err) {
+      if (isNotFound(err)) throw corrupt(`pack ${name} (holding blob ${id}) is missing`, name);
+      throw err;
+    }
+    const what = `blob ${id} in pack ${name}`;
+    const { plain, id: actual } = await this.pool.open(sealed, what);
+    if (actual !== id || plain.length !== entry.rawLength) throw corrupt(`${what} does not match its id`, name);
+    return plain;
+  }
+
+  readStream(ref: StreamRef, options: { highWaterMark?: number } = {}): Readable {
+    const ids = validateRef(ref);
+    const readAhead = 4;
+    const self = this;
+    async function* blobs(): AsyncGenerator<Buffer> {
+      const ahead: Promise<Buffer>[] = [];
+      let next = 0;
+      let total = 0;
+      const schedule = () => {
+        const p = self.readBlob(ids[next++]!);
+        p.catch(() => {}); // awaited below, in order
+        ahead.push(p);
+      };
+      while (next < ids.length && ahead.length < readAhead) schedule();
+      while (ahead.length > 0) {
+        const buf = await ahead.shift()!;
+        if (next < ids.length) schedule();
+        total += buf.length;
+        yield buf;
+      }
+      if (total !== ref.size) {
+        throw new BunkerError('corrupt', `stream is ${total} bytes, but its reference says ${ref.size}`, {
+          hint: 'The snapshot manifest and the stored chunks disagree: run `bunker repo:check`.',
+        });
+      }
+    }
+    return Readable.from(blobs(), { objectMode: false, highWaterMark: options.highWaterMark ?? 1 << 20 });
+  }
+
+  async readBuffer(ref: StreamRef): Promise<Buffer> {
+    const ids = validateRef(ref);
+    const parts = await Promise.all(ids.map((id) => this.readBlob(id)));
+    const out = Buffer.concat(parts);
+    if (out.length !== ref.size) throw new BunkerError('corrupt', `stream is ${out.length} bytes, but its reference says ${ref.size}`);
+    return out;
+  }
+
+  getTree(id: BlobId): Promise<Buffer> {
+    return this.readBlob(id);
+  }
+
+  // ---------- snapshots ----------
+
+  async saveSnapshot(manifest: SnapshotManifest): Promise<string> {
+    if (manifest?.version !== 1 || typeof manifest.services !== 'object' || typeof manifest.mounts !== 'object') {
+      throw new BunkerError('internal', 'saveSnapshot: the manifest is not a version 1 SnapshotManifest');
+    }
+    await this.flush(); // packs → index → snapshot
+    const id = newId();
+    const sealed = seal(this.keys.encKey, Buffer.from(JSON.stringify(manifest)));
+    await this.storage.put(`snapshots/${id}`, sealed);
+    this.totals.storedBytes += sealed.length;
+    return id;
+  }
+
+  async loadSnapshot(id: string): Promise<SnapshotManifest> {
+    if (!ID_PATTERN.test(id)) throw new BunkerError('not_found', `snapshot ${JSON.stringify(id)} does not exist (not a snapshot id)`);
+    const name = `snapshots/${id}`;
+    let sealed: Buffer;
+    try {
+      sealed = await this.storage.get(name);
+    } catch (err) {
+      if (isNotFound(err)) throw new BunkerError('not_found', `snapshot ${id} does not exist`, { hint: 'List snapshots with `bunker backups`.' });
+      throw err;
+    }
+    const manifest = JSON.parse(open(this.keys.encKey, sealed, `snapshot ${name}`).toString('utf8')) as SnapshotManifest;
+    if (manifest.version !== 1) throw corrupt(`snapshot ${name} has an unknown format version`, name);
+    return manifest;
+  }
+
+  async hasSnapshot(id: string): Promise<boolean> {
+    return ID_PATTERN.test(id) && (await this.storage.stat(`snapshots/${id}`)) !== null;
+  }
+
+  async listSnapshots(): Promise<SnapshotSummary[]> {
+    const out: SnapshotSummary[] = [];
+    for (const info of await this.storage.list('snapshots/')) {
+      const id = info.name.slice('snapshots/'.length);
+      const m = await this.loadSnapshot(id);
+      out.push({ id, time: m.time, tags: m.tags });
+    }
+    return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
+  }
+
+  async forgetSnapshot(id: string): Promise<void> {
+    if (!(await this.hasSnapshot(id))) throw new BunkerError('not_found', `snapshot ${id} does not exist`);
+    await this.storage.delete(`snapshots/${id}`);
+  }
+
+  // ---------- check and stats ----------
+
+  async check(options: CheckOptions = {}): Promise<CheckResult> {
+    const errors: string[] = [];
+    const progress = options.onProgress ?? (() => {});
+    const result: CheckResult = { ok: false, errors, packsChecked: 0, blobsChecked: 0, snapshotsChecked: 0 };
+    await this.flush();
+
+    // 1. Index files: each decrypts, and its name is the hash of its content.
+    progress('checking index files');
+    const index = new Map<BlobId, IndexEntry>();
+    const packsInIndex = new Map<string, PackRecord>();
+    for (const file of await this.storage.list('index/')) {
+      try {
+        const sealed = await this.storage.get(file.name);
+        if (sha256(sealed) !== file.name.slice('index/'.length)) throw corrupt(`index ${file.name} does not match its name (damaged)`, file.name);
+        const parsed = JSON.parse(open(this.keys.encKey, sealed, `index ${file.name}`).toString('utf8')) as IndexFile;
+        for (const pack of parsed.packs) {
+          packsInIndex.set(pack.id, pack);
+          for (const [id, offset, length, rawLength] of pack.blobs) index.set(id, { pack: pack.id, type: pack.type, offset, length, rawLength });
+        }
+      } catch (err) {
+        errors.push(describe(err, `index ${file.name}`));
+      }
+    }
+
+    // 2. Packs: every indexed pack exists and its header agrees with the index.
+    progress('checking packs');
+    const stored = new Map((await this.storage.list('data/')).map((o) => [o.name, o.size]));
+    const headers = new Map<string, PackHeader>();
+    for (const [packId, record] of packsInIndex) {
+      const name = packName(packId);
+      const size = stored.get(name);
+      if (size === undefined) {
+        errors.push(`pack ${name} is named by the index but missing`);
+        continue;
+      }
+      try {
+        const header = await this.readPackHeader(name, size);
+        headers.set(packId, header);
+        const inHeader = new Map(header.blobs.map((row) => [row[0], row]));
+        for (const [id, offset, length] of record.blobs) {
+          const row = inHeader.get(id);
+          if (!row || row[1] !== offset || row[2] !== length) throw corrupt(`pack ${name}: header and index disagree about blob ${id}`, name);
+        }
+        result.packsChecked++;
+      } catch (err) {
+        errors.push(describe(err, `pack ${name}`));
+      }
+    }
+
+    // 3. Snapshots and everything they reference.
+    progress('checking snapshots');
+    const seenTrees = new Set<BlobId>();
+    const missing = (id: BlobId, from: string) => {
+      if (!index.has(id)) errors.push(`${from}: blob ${id} is not in the index`);
+    };
+    for (const info of await this.storage.list('snapshots/')) {
+      const sid = info.name.slice('snapshots/'.length);
+      let manifest: SnapshotManifest;
+      try {
+        manifest = await this.loadSnapshot(sid);
+        result.snapshotsChecked++;
+      } catch (err) {
+        errors.push(describe(err, `snapshot ${info.name}`));
+        continue;
+      }
+      for (const [kind, artifacts] of [['service', manifest.services], ['mount', manifest.mounts]] as const) {
+        for (const [name, artifact] of Object.entries(artifacts ?? {})) {
+          const from = `snapshot ${sid} ${kind} ${name}`;
+          for (const ref of Object.values(artifact.streams ?? {})) for (const id of ref.chunks) missing(id, from);
+          const todo = Object.values(artifact.trees ?? {});
+          while (todo.length > 0) {
+            const tree = todo.pop()!;
+            if (seenTrees.has(tree)) continue;
+            seenTrees.add(tree);
+            if (!index.has(tree)) {
+              errors.push(`${from}: tree ${tree} is not in the index`);
+              continue;
+            }
+            try {
+              const refs = treeReferences(await this.readBlob(tree));
+              todo.push(...refs.subtrees);
+              for (const ref of refs.streams) for (const id of ref.chunks) missing(id, `${from} tree ${tree}`);
+            } catch (err) {
+              errors.push(describe(err, `${from} tree ${tree}`));
+            }
+          }
+        }
+      }
+    }
+
+    // 4. Data: decrypt and verify every blob of every (or a random subset of) pack.
+    const percent = options.readData ? 100 : options.readDataSubsetPercent ?? 0;
+    if (percent > 0) {
+      let packIds = [...packsInIndex.keys()].filter((id) => headers.has(id));
+      if (percent < 100) packIds = packIds.sort(() => Math.random() - 0.5).slice(0, Math.max(1, Math.ceil((packIds.length * percent) / 100)));
+      let done = 0;
+      for (const packId of packIds) {
+        progress(`reading pack ${++done}/${packIds.length}`);
+        const name = packName(packId);
+        try {
+          const body = await this.storage.get(name);
+          if (sha256(body) !== packId) errors.push(`pack ${name} does not match its name (damaged)`);
+          const blobs = await Promise.all(
+            headers.get(packId)!.blobs.map(async ([id, offset, length, rawLength]) => {
+              const what = `blob ${id} in pack ${name}`;
+              try {
+                const sealed = Buffer.from(body.subarray(offset, offset + length)); // own copy: the pool detaches it
+                const { plain, id: actual } = await this.pool.open(sealed, what);
+                if (actual !== id || plain.length !== rawLength) throw corrupt(`${what} does not match its id`, name);
+                return true;
+              } catch (err) {
+                errors.push(describe(err, what));
+                return false;
+              }
+            }),
+          );
+          result.blobsChecked += blobs.length;
+        } catch (err) {
+          errors.push(describe(err, `pack ${name}`));
+        }
+      }
+    }
+    result.ok = errors.length === 0;
+    return result;
+  }
+
+  private async readPackHeader(name: string, size: number): Promise<PackHeader> {
+    if (size < PACK_TRAILER + 29) throw corrupt(`pack ${name} is too short (${size} bytes)`, name);
+    const trailer = await this.storage.get(name, { offset: size - PACK_TRAILER, length: PACK_TRAILER });
+    if (!trailer.subarray(4).equals(PACK_MAGIC)) throw corrupt(`pack ${name} does not end with a pack trailer (truncated?)`, name);
+    const headerLength = trailer.readUInt32LE(0);
+    if (headerLength + PACK_TRAILER > size) throw corrupt(`pack ${name} header length is beyond the pack (truncated?)`, name);
+    const tail = await this.storage.get(name, { offset: size - PACK_TRAILER - headerLength, length: headerLength });
+    try {
+      return parsePackHeader(this.keys.encKey, name, tail, size);
+    } catch (err) {
+      if (err instanceof SyntaxError) throw corrupt(`pack ${name} header is not valid`, name);
+      throw err;
+    }
+  }
+
+  async repoStats(): Promise<RepoStats> {
+    await this.flush();
+    await this.loadIndex();
+    const all = await this.storage.list('');
+    let uniqueBytes = 0;
+    for (const entry of this.index.values()) uniqueBytes += entry.rawLength;
+    return {
+      snapshots: all.filter((o) => o.name.startsWith('snapshots/')).length,
+      packs: all.filter((o) => o.name.startsWith('data/')).length,
+      blobs: this.index.size,
+      uniqueBytes,
+      storedBytes: all.reduce((sum, o) => sum + o.size, 0),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (!this.failure) await this.flush();
+    } finally {
+      this.closed = true;
+      await this.pool.close();
+    }
+  }
+}
+
+function validateRef(ref: StreamRef): BlobId[] {
+  if (!ref || !Array.isArray(ref.chunks) || typeof ref.size !== 'number' || !ref.chunks.every((c) => typeof c === 'string' && HEX64.test(c))) {
+    throw new BunkerError('internal', 'not a StreamRef: expected { size: number, chunks: 64-hex ids[] }');
+  }
+  return ref.chunks;
+}
+
+function asWriteError(err: unknown, label: string): Error {
+  if (err instanceof BunkerError) return err;
+  return new BunkerError('storage', `storing stream${label} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+}
+
+function describe(err: unknown, what: string): string {
+  if (err instanceof BunkerError) return err.message.includes(what.split(' ').pop()!) ? err.message : `${what}: ${err.message}`;
+  if (err instanceof SyntaxError) return `${what} is not valid (damaged)`;
+  return `${what}: ${err instanceof Error ? err.message : String(err)}`;
+}

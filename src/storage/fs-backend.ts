@@ -1,0 +1,151 @@
+// Local filesystem backend: one file per object under a root directory. put() writes a temp file in the
+// target directory, fsyncs it, renames it over the final name and fsyncs the directory, so a crash never
+// leaves a partial object under its final name (only a `.tmp-*` file that list() ignores).
+import { randomBytes } from 'node:crypto';
+import { constants, promises as fs } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { BunkerError } from '../core/index.js';
+import { assertObjectName, notFoundError, type ByteRange, type ObjectInfo, type StorageBackend } from './backend.js';
+
+const TEMP_PREFIX = '.tmp-';
+
+export class FsBackend implements StorageBackend {
+  readonly location: string;
+  private readonly knownDirs = new Set<string>();
+
+  constructor(private readonly root: string) {
+    this.location = root;
+  }
+
+  private path(name: string): string {
+    assertObjectName(name);
+    return join(this.root, ...name.split('/'));
+  }
+
+  private fail(op: string, name: string, err: unknown): BunkerError {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    const hint =
+      code === 'ENOSPC' ? 'Free disk space on the repository volume.' : code === 'EACCES' || code === 'EPERM'
+        ? 'Check the permissions of the repository directory.' : undefined;
+    return new BunkerError('storage', `${op} ${name} in ${this.location} failed: ${code}`, { cause: err, hint });
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.knownDirs.has(dir)) return;
+    await fs.mkdir(dir, { recursive: true });
+    this.knownDirs.add(dir);
+  }
+
+  async put(name: string, body: Uint8Array): Promise<void> {
+    const final = this.path(name);
+    const dir = dirname(final);
+    const temp = join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
+    try {
+      await this.ensureDir(dir);
+      const handle = await fs.open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+      try {
+        let written = 0;
+        while (written < body.length) {
+          const { bytesWritten } = await handle.write(body, written, body.length - written);
+          written += bytesWritten;
+        }
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(temp, final);
+      // The rename itself is durable only once the directory entry is synced.
+      const dirHandle = await fs.open(dir, 'r');
+      try {
+        await dirHandle.sync();
+      } finally {
+        await dirHandle.close();
+      }
+    } catch (err) {
+      await fs.rm(temp, { force: true }).catch(() => {});
+      throw this.fail('writing', name, err);
+    }
+  }
+
+  async get(name: string, range?: ByteRange): Promise<Buffer> {
+    const path = this.path(name);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(path, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFoundError(this.location, name);
+      throw this.fail('reading', name, err);
+    }
+    try {
+      const size = (await handle.stat()).size;
+      const offset = range?.offset ?? 0;
+      const length = range ? range.length : size;
+      if (offset < 0 || length < 0 || offset + length > size) {
+        throw new BunkerError('corrupt', `object ${name} is ${size} bytes, shorter than the ${offset + length} bytes expected (truncated?)`, {
+          hint: 'Run `bunker repo:check` to find what is damaged.',
+          details: { name },
+        });
+      }
+      const out = Buffer.allocUnsafe(length);
+      let read = 0;
+      while (read < length) {
+        const { bytesRead } = await handle.read(out, read, length - read, offset + read);
+        if (bytesRead === 0) throw new BunkerError('corrupt', `object ${name} shrank while being read`, { details: { name } });
+        read += bytesRead;
+      }
+      return out;
+    } catch (err) {
+      if (err instanceof BunkerError) throw err;
+      throw this.fail('reading', name, err);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async stat(name: string): Promise<ObjectInfo | null> {
+    try {
+      const st = await fs.stat(this.path(name));
+      return st.isFile() ? { name, size: st.size } : null;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw this.fail('inspecting', name, err);
+    }
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    // Walk only the directory the prefix names, then filter by the rest of the prefix.
+    const cut = prefix.lastIndexOf('/');
+    const dirPart = cut >= 0 ? prefix.slice(0, cut) : '';
+    const out: ObjectInfo[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await fs.readdir(rel ? join(this.root, ...rel.split('/')) : this.root, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw this.fail('listing', rel || '/', err);
+      }
+      for (const entry of entries) {
+        if (entry.name.startsWith(TEMP_PREFIX)) continue;
+        const name = rel ? `${rel}/${entry.name}` : entry.name;
+        if (entry.isDirectory()) {
+          if (name.startsWith(prefix) || prefix.startsWith(name + '/')) await walk(name);
+        } else if (entry.isFile() && name.startsWith(prefix)) {
+          const st = await fs.stat(join(this.root, ...name.split('/'))).catch(() => null);
+          if (st) out.push({ name, size: st.size });
+        }
+      }
+    };
+    await walk(dirPart);
+    return out;
+  }
+
+  async delete(name: string): Promise<void> {
+    try {
+      await fs.rm(this.path(name), { force: true });
+    } catch (err) {
+      throw this.fail('deleting', name, err);
+    }
+  }
+}
+
