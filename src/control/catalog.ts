@@ -3,7 +3,7 @@
 // flags, no SQLite-only functions), so the server mode can swap the dialect and keep the code.
 import Database from 'better-sqlite3';
 import { Kysely, Migrator, SqliteDialect, type Migration, type MigrationProvider } from 'kysely';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BunkerError } from '../core/errors.js';
 
@@ -159,16 +159,15 @@ export const CATALOG_FILE = 'catalog.sqlite';
 export async function openCatalog(stateDir: string, options: { create?: boolean } = {}): Promise<CatalogDb> {
   const file = join(stateDir, CATALOG_FILE);
   if (options.create) mkdirSync(stateDir, { recursive: true });
+  else if (!existsSync(file)) {
+    throw new BunkerError('repo_not_found', `the project is not initialised (no catalog in ${stateDir})`, {
+      hint: 'Run `bunker init` first.',
+    });
+  }
   let sqlite: Database.Database;
   try {
     sqlite = new Database(file, { fileMustExist: !options.create });
   } catch (err) {
-    if ((err as { code?: string }).code === 'SQLITE_CANTOPEN') {
-      throw new BunkerError('repo_not_found', `no Bunker catalog in ${stateDir}`, {
-        hint: 'Run `bunker init` first.',
-        cause: err,
-      });
-    }
     throw new BunkerError('storage', `cannot open the catalog ${file}: ${(err as Error).message}`, { cause: err });
   }
   sqlite.pragma('busy_timeout = 10000');

@@ -115,7 +115,7 @@ export function loadConfig(file: string): ProjectConfig {
 
 /** Parses and validates the text of a bunker.yaml that lives at `file`. */
 export function parseConfig(text: string, file: string): ProjectConfig {
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   const yamlError = doc.errors[0];
   if (yamlError) throw yamlErrorToBunker(yamlError, file);
   const raw: unknown = doc.toJS() ?? {};

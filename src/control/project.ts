@@ -153,8 +153,10 @@ export class Project {
   }
 
   async listEnvironments(): Promise<EnvironmentInfo[]> {
-    const db = await this.catalog();
-    const rows = await db.selectFrom('environments').selectAll().execute();
+    // Before `init` there is no catalog yet, and every environment is active.
+    const rows = existsSync(join(this.config.stateDir, CATALOG_FILE))
+      ? await (await this.catalog()).selectFrom('environments').selectAll().execute()
+      : [];
     return Object.values(this.config.environments).map((env) => ({
       name: env.name,
       type: env.type,
