@@ -134,7 +134,7 @@ describe('postgresql engine: restore killed with SIGKILL', () => {
       { onLine: /ended \d+ connection/ },
       { onLine: /is now the restored copy/, expected: 'new' },
     ];
-    const randomDelays = Array.from({ length: 6 }, () => Math.floor(Math.random() * fullMs * 1.1));
+    const randomDelays = Array.from({ length: 4 }, () => Math.floor(Math.random() * fullMs * 1.1));
     const seen = new Set<string>();
     for (const kill of [...phases, ...randomDelays.map((afterMs): KillPlan => ({ afterMs }))]) {
       await resetTarget();

@@ -18,7 +18,7 @@ export const PG_BASE = 'postgresql://postgres@127.0.0.1:5432';
 export const TOOL_ENV = { ...process.env, PGHOST: '127.0.0.1', PGPORT: '5432', PGUSER: 'postgres' };
 
 export function uniqueDb(prefix: string): string {
-  return `bt_${prefix}_${randomBytes(4).toString('hex')}`;
+  return `bt_pg_${prefix}_${randomBytes(4).toString('hex')}`;
 }
 
 export async function withClient<T>(db: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {

@@ -35,13 +35,17 @@ describe('postgresql engine: backup under pgbench writes', () => {
   it('keeps the pgbench invariant in the restored copy', async () => {
     store = await createTestRepo();
     await createDb(source);
-    await run(PGBENCH, ['-i', '-q', '-s', '2', source], { env: TOOL_ENV });
+    // Scale 6: pgbench_accounts (~78 MB) is over one part, so it is copied as parallel ctid ranges.
+    await run(PGBENCH, ['-i', '-q', '-s', '6', source], { env: TOOL_ENV });
     const bench = spawn(PGBENCH, ['-c', '4', '-j', '2', '-T', '120', '-n', source], { env: TOOL_ENV, stdio: 'ignore' });
+    let parts = 0;
     try {
       // Let writes get going, then back up in the middle of them.
       for (let i = 0; i < 100 && (await invariant(source)).transactions < 200; i++) await new Promise((r) => setTimeout(r, 100));
       const artifact = await backup(engineFor(source), store.repo);
       await store.repo.flush();
+      const tables = artifact.meta.tables as { name: string; parts: number }[];
+      parts = tables.find((t) => t.name === 'pgbench_accounts')!.parts;
       await new Promise((r) => setTimeout(r, 500));
       bench.kill('SIGTERM');
       await new Promise((r) => bench.once('close', r));
@@ -49,6 +53,9 @@ describe('postgresql engine: backup under pgbench writes', () => {
     } finally {
       bench.kill('SIGKILL');
     }
+    expect(parts).toBeGreaterThanOrEqual(2);
+    const accounts = await sql(copy, 'SELECT count(*)::int AS n, count(DISTINCT aid)::int AS d FROM pgbench_accounts');
+    expect(accounts.rows[0]).toEqual({ n: 600_000, d: 600_000 });
     const restored = await invariant(copy);
     const live = await invariant(source);
     expect(restored.transactions).toBeGreaterThan(0);

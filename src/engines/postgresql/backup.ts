@@ -18,7 +18,7 @@ import {
 } from './catalog.js';
 import { clientConfig, toolEnv, type PgTarget } from './connection.js';
 import { PSQL_FLAGS, parallel, runTool } from './tools.js';
-import { FORMAT, type PgMeta, tableStreamKey, SCHEMA_STREAM, LARGE_OBJECTS_STREAM } from './format.js';
+import { FORMAT, type PgMeta, tableStreamKey, SCHEMA_STREAM, LARGE_OBJECTS_STREAM, partQuery, partsFor } from './format.js';
 
 export class PgBackupSession implements BackupSession {
   private client: pg.Client | undefined;
@@ -60,6 +60,7 @@ export class PgBackupSession implements BackupSession {
     try {
       const info = await databaseInfo(client);
       const tables = await listTables(client);
+      for (const t of tables) t.parts = partsFor(t, info.serverVersionNum);
       await lockTables(client, [...tables.map((t) => t.qualified), ...(await partitionedParents(client))]);
       const sequences = await readSequences(client);
       const roles = await referencedRoles(client);
@@ -108,9 +109,12 @@ export class PgBackupSession implements BackupSession {
             )
           : Promise.resolve();
 
-      const byLargest = [...tables].sort((a, b) => b.bytes - a.bytes);
-      const copies = parallel(byLargest, this.jobs, (t) =>
-        store(tableStreamKey(t), `${info.name} ${t.schema}.${t.name}`, (out) => this.copyOut(t, snapshot, env, out)),
+      // Largest first (a split table's parts early), so the last job to finish is a small one.
+      const work = tables
+        .flatMap((t) => Array.from({ length: t.parts }, (_, part) => ({ t, part, bytes: t.bytes / t.parts })))
+        .sort((a, b) => b.bytes - a.bytes);
+      const copies = parallel(work, this.jobs, ({ t, part }) =>
+        store(tableStreamKey(t, part), `${info.name} ${t.schema}.${t.name}#${part}`, (out) => this.copyOut(t, part, snapshot, env, out)),
       );
       await Promise.all([schemaDump, loDump, copies]);
 
@@ -122,7 +126,7 @@ export class PgBackupSession implements BackupSession {
         owner: info.owner,
         serverVersion: info.serverVersion,
         serverVersionNum: info.serverVersionNum,
-        tables: tables.map((t) => ({ qualified: t.qualified, schema: t.schema, name: t.name, columns: t.columns, bytes: t.bytes })),
+        tables,
         sequences,
         roles,
         largeObjects,
@@ -143,8 +147,7 @@ export class PgBackupSession implements BackupSession {
   }
 
   /** COPY one table as of the pinned snapshot. Text format: portable across versions and type OIDs. */
-  private copyOut(t: TableEntry, snapshot: string, env: NodeJS.ProcessEnv, out: NodeJS.WritableStream): Promise<void> {
-    const columns = t.columns ? ` (${t.columns})` : '';
+  private copyOut(t: TableEntry, part: number, snapshot: string, env: NodeJS.ProcessEnv, out: NodeJS.WritableStream): Promise<void> {
     return runTool({
       tool: 'psql',
       args: [
@@ -153,7 +156,7 @@ export class PgBackupSession implements BackupSession {
         '-c', `SET TRANSACTION SNAPSHOT '${snapshot}'`,
         // Fail rather than silently skip rows hidden by row-level security (as pg_dump does).
         '-c', 'SET row_security = off',
-        '-c', `COPY ${t.qualified}${columns} TO STDOUT`,
+        '-c', `COPY ${partQuery(t, part)} TO STDOUT`,
         '-c', 'COMMIT',
         '-d', this.target.database,
       ],

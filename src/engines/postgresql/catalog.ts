@@ -11,6 +11,10 @@ export interface TableEntry {
   columns: string;
   /** On-disk size at backup time, to copy the largest tables first. */
   bytes: number;
+  /** Pages of the main fork: where the ctid ranges of a split table fall. */
+  pages: number;
+  /** How many streams the rows were split into (ctid ranges of PART_PAGES pages); 1 for most tables. */
+  parts: number;
 }
 
 export interface SequenceEntry {
@@ -62,11 +66,20 @@ export async function listTables(client: pg.Client): Promise<TableEntry[]> {
            n.nspname AS schema, c.relname AS name,
            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
-           pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0) AS bytes
+           pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0) AS bytes,
+           pg_relation_size(c.oid) / current_setting('block_size')::int AS pages
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND ${USER_SCHEMAS} AND ${NOT_EXTENSION_MEMBER}
     ORDER BY n.nspname, c.relname`);
-  return rows.map((r) => ({ qualified: r.qualified, schema: r.schema, name: r.name, columns: r.columns ?? '', bytes: Number(r.bytes) }));
+  return rows.map((r) => ({
+    qualified: r.qualified,
+    schema: r.schema,
+    name: r.name,
+    columns: r.columns ?? '',
+    bytes: Number(r.bytes),
+    pages: Number(r.pages),
+    parts: 1,
+  }));
 }
 
 /** Every relation pg_dump will lock, so a concurrent DROP or ALTER waits for the backup instead of breaking it. */

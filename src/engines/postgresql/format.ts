@@ -5,8 +5,30 @@ export const FORMAT = 1;
 export const SCHEMA_STREAM = 'schema';
 export const LARGE_OBJECTS_STREAM = 'large-objects';
 
-export function tableStreamKey(t: { schema: string; name: string }): string {
-  return `table:${JSON.stringify([t.schema, t.name])}`;
+/**
+ * A table above this many pages (64 MiB of 8 KiB pages) is copied as several ctid ranges in parallel,
+ * one stream each. Boundaries sit at fixed multiples, so when the table grows only its last part and
+ * the new ones change, and the rest still deduplicates.
+ */
+export const PART_PAGES = 8192;
+
+/** Needs TID range scans (PostgreSQL 14+) to split; a table without columns is never split. */
+export function partsFor(t: { pages: number; columns: string }, serverVersionNum: number): number {
+  if (serverVersionNum < 140000 || !t.columns) return 1;
+  return Math.max(1, Math.ceil(t.pages / PART_PAGES));
+}
+
+export function tableStreamKey(t: { schema: string; name: string }, part = 0): string {
+  return part === 0 ? `table:${JSON.stringify([t.schema, t.name])}` : `table:${JSON.stringify([t.schema, t.name, part])}`;
+}
+
+/** The row source of one part: the whole table, or one ctid range of it (the last range is open-ended). */
+export function partQuery(t: { qualified: string; columns: string; parts: number }, part: number): string {
+  const columns = t.columns ? ` (${t.columns})` : '';
+  if (t.parts <= 1) return `${t.qualified}${columns}`;
+  const from = `ctid >= '(${part * PART_PAGES},0)'::tid`;
+  const to = part < t.parts - 1 ? ` AND ctid < '(${(part + 1) * PART_PAGES},0)'::tid` : '';
+  return `(SELECT ${t.columns} FROM ONLY ${t.qualified} WHERE ${from}${to})`;
 }
 
 export interface PgMeta {

@@ -153,13 +153,18 @@ export class PgRestoreSession implements RestoreSession {
     this.staged = false;
   }
 
-  /** Rows of each table, largest first, over `jobs` parallel psql sessions. */
+  /** Rows of each table (each part of a split table), largest first, over `jobs` parallel psql sessions. */
   private async copyIn(env: NodeJS.ProcessEnv, shadow: string): Promise<void> {
-    const tables = [...this.meta.tables].sort((a, b) => b.bytes - a.bytes);
+    const work = this.meta.tables
+      .flatMap((t) => Array.from({ length: t.parts ?? 1 }, (_, part) => ({ t, key: tableStreamKey(t, part) })))
+      .map((w) => {
+        const ref = this.artifact.streams[w.key];
+        if (!ref) throw new BunkerError('not_restorable', `postgresql backup lacks the data of table ${w.t.schema}.${w.t.name}`);
+        return { ...w, ref };
+      })
+      .sort((a, b) => b.ref.size - a.ref.size);
     let done = 0;
-    await parallel(tables, this.options.jobs, async (t) => {
-      const ref = this.artifact.streams[tableStreamKey(t)];
-      if (!ref) throw new BunkerError('not_restorable', `postgresql backup lacks the data of table ${t.schema}.${t.name}`);
+    await parallel(work, this.options.jobs, async ({ t, ref }) => {
       const columns = t.columns ? ` (${t.columns})` : '';
       await runTool({
         tool: 'psql',

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# PostgreSQL engine benchmark (issue 5): pgbench scale 30 (~450 MB) on the local server.
+# Same run: Bunker backup vs `pg_dump -Fd -j2`, new bytes of a second backup of the unchanged database,
+# Bunker restore vs `pg_restore -j2` of that directory dump.
+# Usage: bench/postgresql-pgbench.sh      (env: SCALE=30, PGURL=postgresql://postgres@127.0.0.1:5432)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v pgbench >/dev/null || need+=(postgresql-contrib)
+command -v pg_dump >/dev/null || need+=(postgresql-client)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
+# Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
+npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
+test -f dist/engines/postgresql/index.js || { echo "dist/engines/postgresql/index.js missing: the build failed" >&2; exit 1; }
+pg_dump --version
+exec node bench/postgresql-pgbench.mjs "$@"
