@@ -204,6 +204,22 @@ describe('command engine failures', () => {
     expect(existsSync(join(env.configDir, 'ran.txt'))).toBe(false);
   });
 
+  it('a damaged backup fails in stage(), before the restore command runs', async () => {
+    const env = envDir('damaged');
+    const artifact = await backup(env, { backup: 'head -c 100000 /dev/urandom', restore: NO_RESTORE });
+    const ref = artifact.streams.data!;
+    const short = { ...artifact, streams: { data: { ...ref, size: ref.size + 1 } } };
+    const err = await failure(restore(env, { backup: 'true', restore: 'cat > ran.txt' }, short));
+    expect(err.code).toBe('corrupt');
+    expect(existsSync(join(env.configDir, 'ran.txt'))).toBe(false);
+  });
+
+  it('an empty dump is stored with a warning', async () => {
+    const artifact = await backup(envDir('empty'), { backup: 'true', restore: NO_RESTORE });
+    expect(artifact.size).toBe(0);
+    expect(artifact.warnings).toContain('command service: the backup command wrote nothing to stdout');
+  });
+
   it('validates its configuration', () => {
     const parse = (c: unknown) => commandEngine.configSchema.safeParse(c).success;
     expect(parse({ backup: 'a', restore: 'b' })).toBe(true);

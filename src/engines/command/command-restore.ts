@@ -33,7 +33,9 @@ export class CommandRestoreSession implements RestoreSession {
         },
       }),
       { signal: this.ctx.signal },
-    );
+    ).catch((err: unknown) => {
+      throw this.ctx.signal.aborted ? new BunkerError('aborted', `restore of command service "${this.settings.service}" was cancelled`) : err;
+    });
     if (bytes !== ref.size) {
       throw new BunkerError('corrupt', `the backup of command service "${this.settings.service}" has ${bytes} bytes, expected ${ref.size}`);
     }

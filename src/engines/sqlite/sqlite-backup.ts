@@ -80,7 +80,9 @@ export class SqliteBackupSession implements BackupSession {
     this.release();
 
     const writer = this.ctx.repo.writeStream({ label: `sqlite:${this.service}` });
-    await pipeline(createReadStream(temp), writer, { signal });
+    await pipeline(createReadStream(temp), writer, { signal }).catch((err: unknown) => {
+      throw signal.aborted ? new BunkerError('aborted', `sqlite backup of "${this.service}" was cancelled`) : err;
+    });
     const ref = await writer.done();
     await unlinkIfPresent(temp);
     this.tempFile = undefined;

@@ -71,7 +71,9 @@ export class SqliteRestoreSession implements RestoreSession {
       written += chunk.length;
       this.ctx.progress({ bytes: written, totalBytes: ref.size });
     });
-    await pipeline(counter, createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { signal: this.ctx.signal });
+    await pipeline(counter, createWriteStream(temp, { flags: 'wx', mode: 0o600 }), { signal: this.ctx.signal }).catch((err: unknown) => {
+      throw this.ctx.signal.aborted ? new BunkerError('aborted', `sqlite restore of "${this.service}" was cancelled`) : err;
+    });
     const handle = await open(temp, 'r+');
     try {
       await handle.sync();
