@@ -98,6 +98,7 @@ class Out {
   }
   big(n: bigint): void {
     if (n < 0n) throw new BunkerError('internal', `tree: bad integer ${n}`);
+    if (n <= 0x1fffffffffffffn) return this.uint(Number(n)); // same bytes, without bigint arithmetic
     this.ensure(20);
     while (n >= 0x80n) {
       this.buf[this.len++] = Number(n & 0x7fn) | 0x80;
@@ -113,8 +114,10 @@ class Out {
     this.bytes(b);
   }
   id(id: BlobId): void {
-    if (!/^[0-9a-f]{64}$/.test(id)) throw new BunkerError('internal', `tree: bad blob id "${id}"`);
-    this.bytes(Buffer.from(id, 'hex'));
+    this.ensure(32);
+    // Buffer.write stops at the first non-hex pair, so a short count means a malformed id.
+    if (id.length !== 64 || this.buf.write(id, this.len, 32, 'hex') !== 32) throw new BunkerError('internal', `tree: bad blob id "${id}"`);
+    this.len += 32;
   }
 }
 
@@ -156,6 +159,17 @@ class In {
     return this.fail('integer too large');
   }
   big(): bigint {
+    // Most values (inodes, times until 2255) fit in 53 bits: read those as numbers first.
+    const start = this.pos;
+    let small = 0;
+    let mul = 1;
+    for (let i = 0; i < 7; i++) {
+      const b = this.byte();
+      small += (b & 0x7f) * mul;
+      if (b < 0x80) return BigInt(small);
+      mul *= 0x80;
+    }
+    this.pos = start;
     let n = 0n;
     let shift = 0n;
     for (let i = 0; i < 19; i++) {

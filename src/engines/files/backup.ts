@@ -2,7 +2,7 @@
 // backup's chunk lists for unchanged files) and keeps each directory's entries as an encoded tree in
 // memory; pin() is a stat-only walk that marks the directories whose entries changed since then;
 // stream() rescans only those (re-reading only changed files) and writes the tree objects bottom-up.
-import { constants as FS, promises as fsp, lstatSync, readdirSync, type BigIntStats } from 'node:fs';
+import { constants as FS, promises as fsp, type BigIntStats } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { BunkerError } from '../../core/errors.js';
 import type { BackupContext, BackupSession } from '../engine.js';
@@ -156,14 +156,17 @@ export class FilesBackupSession implements BackupSession {
     });
   }
 
-  /** Stat-only walk: marks directories whose entries differ from what prepare() recorded. */
+  /**
+   * Stat-only walk: marks directories whose entries differ from what prepare() recorded. Stats run
+   * in parallel on the thread pool: on this kind of machine that beats a synchronous loop severalfold.
+   */
   async pin(): Promise<void> {
     this.dirty.clear();
-    this.pinDir('', this.rootBuf);
+    await this.pinDir('', this.rootBuf);
     this.pinned = true;
   }
 
-  private pinDir(rel: string, abs: Buffer): void {
+  private async pinDir(rel: string, abs: Buffer): Promise<void> {
     const cached = this.prepared.get(rel);
     if (!cached) {
       this.dirty.add(rel); // new since prepare(): stream() scans it whole
@@ -172,35 +175,30 @@ export class FilesBackupSession implements BackupSession {
     const prev = byName(decodeTree(cached));
     let names: Buffer[];
     try {
-      names = readdirSync(abs, { encoding: 'buffer' });
+      names = await fsp.readdir(abs, { encoding: 'buffer' });
     } catch (err) {
       if (isMissing(err)) return; // removed since prepare(): its parent is dirty and drops it
       throw err;
     }
-    let seen = 0;
-    let isDirty = false;
+    if (this.hasExcludes) names = names.filter((name) => !this.excluded(relText(rel, name)));
+    let isDirty = names.length !== prev.size;
     const subdirs: Buffer[] = [];
-    for (const name of names) {
-      if (this.hasExcludes && this.excluded(relText(rel, name))) continue;
-      seen++;
+    await mapLimit(names, ENTRY_FANOUT * 4, async (name) => {
       const p = prev.get(nameKey(name));
       let st: BigIntStats;
       try {
-        st = lstatSync(joinPath(abs, name), { bigint: true });
+        st = await fsp.lstat(joinPath(abs, name), { bigint: true });
       } catch (err) {
-        if (isMissing(err)) {
-          isDirty = true;
-          continue;
-        }
-        throw err;
+        if (!isMissing(err)) throw err;
+        isDirty = true;
+        return;
       }
       const type = entryType(st);
       if (!p || !type || !unchanged(p, st, type)) isDirty = true;
       if (type === 'dir') subdirs.push(name);
-    }
-    if (seen !== prev.size) isDirty = true;
+    });
     if (isDirty) this.dirty.add(rel);
-    for (const name of subdirs) this.pinDir(childRel(rel, name), joinPath(abs, name));
+    await mapLimit(subdirs, DIR_FANOUT, (name) => this.pinDir(childRel(rel, name), joinPath(abs, name)));
   }
 
   async stream(): Promise<ServiceArtifact> {
@@ -343,58 +341,76 @@ export class FilesBackupSession implements BackupSession {
     }
   }
 
-  /** Reads a file into the repository; re-reads once if it changed meanwhile, then records it as unstable. */
+  /**
+   * Reads a file into the repository; re-reads once if it changed meanwhile, then records it as
+   * unstable. "Changed" compares the stat before (the walk's lstat) with fstat after reading: four
+   * calls per small file (open, read, fstat, close), which is what a warm-cache walk is made of.
+   */
   private async readFile(rel: string, name: Buffer, path: Buffer, walkSt: BigIntStats): Promise<ReadResult> {
+    let before = walkSt;
     let last: ReadResult | undefined;
     for (let attempt = 0; attempt < 2; attempt++) {
-      // O_NONBLOCK: if a FIFO replaced the file since lstat, open() must not wait for a writer.
+      // O_NONBLOCK: if a FIFO replaced the file since lstat, neither open() nor read() waits for a writer.
       const fh = await fsp.open(path, FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK);
       try {
-        const st = await fh.stat({ bigint: true });
-        if (!st.isFile()) {
-          // Replaced by something else after the walk: record what the walk saw, with no contents.
-          return { content: { size: 0, chunks: [] }, st: walkSt, unstable: true };
-        }
-        const size = Number(st.size);
+        const size = Number(before.size);
         let content: StreamRef;
-        if (size <= SMALL_FILE) {
-          // One byte more than expected reveals a file that grew while read.
-          const buf = Buffer.allocUnsafe(size + 1);
-          let got = 0;
-          for (;;) {
-            const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
-            if (bytesRead === 0) break;
-            got += bytesRead;
-            if (got === buf.length) break;
-          }
-          content = await this.ctx.repo.storeBuffer(buf.subarray(0, got));
-          this.counted(got);
-        } else {
-          const writer = this.ctx.repo.writeStream({ label: `file ${showPath(relText(rel, name))}` });
-          const self = this;
-          await pipeline(async function* () {
-            let pos = 0;
-            for (;;) {
-              const block = Buffer.allocUnsafe(READ_BLOCK);
-              const { bytesRead } = await fh.read(block, 0, READ_BLOCK, pos);
-              if (bytesRead === 0) return;
-              pos += bytesRead;
-              self.counted(bytesRead);
-              yield bytesRead === READ_BLOCK ? block : block.subarray(0, bytesRead);
-            }
-          }, writer);
-          content = await writer.done();
+        try {
+          content = await this.readContents(fh, size, rel, name);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+          content = { size: 0, chunks: [] };
         }
         const after = await fh.stat({ bigint: true });
-        const stable = after.size === st.size && after.mtimeNs === st.mtimeNs && after.ctimeNs === st.ctimeNs && content.size === size;
-        last = { content, st, unstable: !stable };
+        if (!after.isFile()) {
+          // Replaced by something else after the walk: record what the walk saw, without contents.
+          this.warn(`${showPath(relText(rel, name))} was replaced by a non-file while read; recorded without contents`);
+          return { content: { size: 0, chunks: [] }, st: walkSt, unstable: true };
+        }
+        const stable =
+          after.ino === before.ino &&
+          after.size === before.size &&
+          after.mtimeNs === before.mtimeNs &&
+          after.ctimeNs === before.ctimeNs &&
+          content.size === size;
+        last = { content, st: after, unstable: !stable };
         if (stable) return last;
+        before = after;
       } finally {
         await fh.close();
       }
     }
     this.warn(`${showPath(relText(rel, name))} kept changing while it was read; its backed-up contents may be inconsistent`);
     return last!;
+  }
+
+  private async readContents(fh: fsp.FileHandle, size: number, rel: string, name: Buffer): Promise<StreamRef> {
+    if (size <= SMALL_FILE) {
+      // One byte more than expected reveals a file that grew; one read() usually returns it all.
+      const buf = Buffer.allocUnsafe(size + 1);
+      let got = 0;
+      while (got < size) {
+        const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      this.counted(got);
+      return this.ctx.repo.storeBuffer(buf.subarray(0, got));
+    }
+    const writer = this.ctx.repo.writeStream({ label: `file ${showPath(relText(rel, name))}` });
+    const self = this;
+    await pipeline(async function* () {
+      let pos = 0;
+      for (;;) {
+        const block = Buffer.allocUnsafe(READ_BLOCK);
+        const { bytesRead } = await fh.read(block, 0, READ_BLOCK, pos);
+        if (bytesRead === 0) return;
+        pos += bytesRead;
+        self.counted(bytesRead);
+        yield bytesRead === READ_BLOCK ? block : block.subarray(0, bytesRead);
+      }
+    }, writer);
+    return writer.done();
   }
 
   private counted(bytes: number): void {

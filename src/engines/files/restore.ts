@@ -19,7 +19,7 @@ const SMALL_FILE = 1 << 20;
 const BLOCK = 4096;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 const ENTRY_FANOUT = 8;
-const FILE_WRITES = 8;
+const FILE_WRITES = 16;
 const STAGE_MARK = '.bunker-stage-';
 const TMP_PREFIX = '.bunker-tmp-';
 
@@ -99,6 +99,11 @@ export class FilesRestoreSession implements RestoreSession {
   private readonly target: Buffer;
   private readonly native = nativeFs();
   private readonly asRoot = process.getuid?.() === 0;
+  private readonly euid = process.geteuid?.() ?? -1;
+  private readonly egid = process.getegid?.() ?? -1;
+  private readonly umask = process.umask();
+  /** Staged restores create files in directories made by this restore (mode 0700 until finished). */
+  private freshParents = true;
   private readonly writes = limiter(FILE_WRITES);
   private stageDir: string | undefined;
   private staged: Staged[] = [];
@@ -129,6 +134,7 @@ export class FilesRestoreSession implements RestoreSession {
     const paths = this.ctx.options.paths ?? [];
     const subsets = await Promise.all(paths.map((p) => this.resolve(p)));
     if (this.ctx.options.inPlace) {
+      this.freshParents = false;
       await this.validate(this.rootTree, '');
       await this.restoreInPlace(subsets);
       return;
@@ -299,7 +305,9 @@ export class FilesRestoreSession implements RestoreSession {
     await this.writes(async () => {
       const content = e.content ?? { size: 0, chunks: [] };
       const sparse = (e.flags & FLAG_SPARSE) !== 0;
-      const fh = await fsp.open(path, FS.O_WRONLY | FS.O_CREAT | FS.O_EXCL | FS.O_NOFOLLOW, 0o600);
+      // Small files are fetched before the file is created: no descriptor is held while the repository reads.
+      const whole = content.size > 0 && content.size <= SMALL_FILE ? await this.ctx.repo.readBuffer(content) : undefined;
+      const fh = await fsp.open(path, FS.O_WRONLY | FS.O_CREAT | FS.O_EXCL | FS.O_NOFOLLOW, e.mode & 0o777);
       try {
         let pos = 0;
         const put = async (data: Buffer) => {
@@ -308,21 +316,24 @@ export class FilesRestoreSession implements RestoreSession {
           pos += data.length;
           this.count(data.length);
         };
-        if (content.size <= SMALL_FILE) {
-          if (content.size > 0) await put(await this.ctx.repo.readBuffer(content));
-        } else {
-          for await (const chunk of this.ctx.repo.readStream(content)) await put(chunk as Buffer);
-        }
+        if (whole) await put(whole);
+        else if (content.size > SMALL_FILE) for await (const chunk of this.ctx.repo.readStream(content)) await put(chunk as Buffer);
         if (pos !== content.size) {
           throw new BunkerError('corrupt', `stored contents of a file are ${pos} bytes, expected ${content.size}`, {
             hint: 'Run `bunker check --read-data` on the repository.',
           });
         }
         if (sparse) await fh.truncate(content.size); // a trailing hole leaves the size short otherwise
+        // A new file already has our uid/gid (its staging parent is 0700, never setgid) and mode & ~umask:
+        // skip the calls that would not change anything, which is most files.
+        const chown = this.asRoot && !(this.freshParents && e.uid === this.euid && e.gid === this.egid);
+        if (chown) await fh.chown(e.uid, e.gid);
+        if (chown || (e.mode & ~0o777) !== 0 || (e.mode & ~this.umask) !== e.mode) await fh.chmod(e.mode);
       } finally {
         await fh.close();
       }
-      await this.applyMeta(path, e);
+      for (const [name, value] of e.xattrs ?? []) this.native.setXattr(path, name, value);
+      this.native.utimens(path, e.mtimeNs, e.mtimeNs);
     });
   }
 

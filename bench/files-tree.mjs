@@ -1,0 +1,151 @@
+// Mounts benchmark: Bunker's files engine against restic and borg on the same 1.1 GB mixed tree, in
+// the same run: first backup, backup with nothing changed, backup after 1% of files changed, full
+// restore, stored size and peak RSS (GNU time's max RSS for the other tools, getrusage for Bunker).
+// Optional: --million backs up 1,000,000 small files with Bunker and reports its peak RSS.
+// Run through bench/files-tree.sh (builds dist/, installs missing tools).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, appendFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateMixedTree } from './lib/mixed-dataset.mjs';
+
+const WORK = join(import.meta.dirname, '.work', 'files');
+const DATA = join(WORK, 'mixed'); // pristine, reused between runs
+const TREE = join(WORK, 'tree'); // the copy that gets changed
+const PASSWORD = 'bench-password';
+const env = { ...process.env, RESTIC_PASSWORD: PASSWORD, BORG_PASSPHRASE: PASSWORD, BUNKER_PASSWORD: PASSWORD, BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' };
+
+/** Runs a command under GNU time; returns wall ms, peak RSS (MB) and stdout. */
+function timed(cmd, args, options = {}) {
+  const started = performance.now();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { env, encoding: 'utf8', maxBuffer: 1 << 28, ...options });
+  const ms = performance.now() - started;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stderr}`);
+  const lines = r.stderr.trim().split('\n');
+  return { ms, rssMB: Math.round(Number(lines[lines.length - 1]) / 1024), stdout: r.stdout };
+}
+
+function bunker(op, ...args) {
+  const r = timed(process.execPath, [join(import.meta.dirname, 'files-run.mjs'), op, ...args]);
+  const lines = r.stdout.trim().split('\n');
+  return { ...r, ...JSON.parse(lines[lines.length - 1]), ms: r.ms };
+}
+
+function du(path) {
+  return Number(execFileSync('du', ['-sb', path], { encoding: 'utf8' }).split('\t')[0]);
+}
+
+/**
+ * Every tool runs with a warm page cache (the tree is read once before the first step): dropping the
+ * cache would be fairer to disks but this machine is shared, and dropping it disturbs everyone else.
+ */
+function warmUp() {
+  execFileSync('bash', ['-c', `find '${TREE}' -type f -print0 | xargs -0 cat > /dev/null`]);
+}
+
+/** Changes 1% of the files: appends to 200 text files and rewrites the head of 3 binary ones. */
+function changeOnePercent() {
+  let n = 0;
+  for (const folder of readdirSync(join(TREE, 'text')).sort()) {
+    for (const f of readdirSync(join(TREE, 'text', folder)).sort().slice(0, 2)) {
+      appendFileSync(join(TREE, 'text', folder, f), `\nchanged ${n++}\n`);
+    }
+  }
+  for (let i = 0; i < 3; i++) {
+    const p = join(TREE, 'binary', `blob-00${i}.bin`);
+    const buf = readFileSync(p);
+    buf.write(`changed ${i}`, 0);
+    writeFileSync(p, buf);
+  }
+  return n + 3;
+}
+
+function main() {
+  mkdirSync(WORK, { recursive: true });
+  console.log('dataset: generating (skipped when present)...');
+  generateMixedTree(DATA);
+  rmSync(TREE, { recursive: true, force: true });
+  execFileSync('cp', ['-a', DATA, TREE]);
+  for (const d of ['bunker-repo', 'restic-repo', 'borg-repo', 'restore-bunker', 'restore-restic', 'restore-borg', 'a1.json', 'a2.json', 'a3.json']) {
+    rmSync(join(WORK, d), { recursive: true, force: true });
+  }
+  const files = Number(execFileSync('bash', ['-c', `find '${TREE}' -type f | wc -l`], { encoding: 'utf8' }));
+  const bytes = du(TREE);
+  warmUp();
+  console.log(`tree: ${files} files, ${(bytes / 1e9).toFixed(2)} GB; page cache warm for every tool`);
+
+  const B = join(WORK, 'bunker-repo');
+  const R = join(WORK, 'restic-repo');
+  const G = join(WORK, 'borg-repo');
+  bunker('init', B);
+  timed('restic', ['init', '--repo', R]);
+  timed('borg', ['init', '--encryption=repokey-blake2', G]);
+
+  const rows = [];
+  const step = (name, fns) => {
+    const r = {};
+    for (const [tool, fn] of Object.entries(fns)) r[tool] = fn();
+    rows.push({ name, ...r });
+    console.log(`${name}: bunker ${(r.bunker.ms / 1000).toFixed(1)} s (${r.bunker.rssMB} MB), restic ${(r.restic.ms / 1000).toFixed(1)} s (${r.restic.rssMB} MB), borg ${(r.borg.ms / 1000).toFixed(1)} s (${r.borg.rssMB} MB); bunker/restic ${(r.bunker.ms / r.restic.ms).toFixed(2)}, bunker/borg ${(r.bunker.ms / r.borg.ms).toFixed(2)}`);
+  };
+
+  step('first backup', {
+    bunker: () => bunker('backup', B, TREE, join(WORK, 'a1.json')),
+    restic: () => timed('restic', ['backup', '--repo', R, '-q', TREE]),
+    borg: () => timed('borg', ['create', `${G}::a1`, TREE]),
+  });
+  step('nothing changed', {
+    bunker: () => bunker('backup', B, TREE, join(WORK, 'a2.json'), join(WORK, 'a1.json')),
+    restic: () => timed('restic', ['backup', '--repo', R, '-q', TREE]),
+    borg: () => timed('borg', ['create', `${G}::a2`, TREE]),
+  });
+  const changed = changeOnePercent();
+  step(`1% changed (${changed} files)`, {
+    bunker: () => bunker('backup', B, TREE, join(WORK, 'a3.json'), join(WORK, 'a2.json')),
+    restic: () => timed('restic', ['backup', '--repo', R, '-q', TREE]),
+    borg: () => timed('borg', ['create', `${G}::a3`, TREE]),
+  });
+  for (const d of ['restore-bunker', 'restore-restic', 'restore-borg']) mkdirSync(join(WORK, d));
+  step('full restore', {
+    bunker: () => bunker('restore', B, join(WORK, 'a3.json'), join(WORK, 'restore-bunker')),
+    restic: () => timed('restic', ['restore', '--repo', R, 'latest', '--target', join(WORK, 'restore-restic')]),
+    borg: () => timed('borg', ['extract', `${G}::a3`], { cwd: join(WORK, 'restore-borg') }),
+  });
+  // Same bytes restored by everyone.
+  const check = spawnSync('diff', ['-rq', TREE, join(WORK, 'restore-bunker', 'mount')], { encoding: 'utf8' });
+  console.log(`bunker restore identical to the tree: ${check.status === 0 ? 'yes' : 'NO\n' + check.stdout.slice(0, 2000)}`);
+  const sizes = { bunker: du(B), restic: du(R), borg: du(G) };
+  console.log(`stored size after 3 backups: bunker ${(sizes.bunker / 1e6).toFixed(0)} MB, restic ${(sizes.restic / 1e6).toFixed(0)} MB, borg ${(sizes.borg / 1e6).toFixed(0)} MB; bunker/restic ${(sizes.bunker / sizes.restic).toFixed(3)}`);
+  const peak = Math.max(...rows.map((r) => r.bunker.rssMB));
+  console.log(`bunker peak RSS: ${peak} MB`);
+  writeFileSync(join(WORK, 'results.json'), JSON.stringify({ rows, sizes, files, bytes }, null, 2));
+
+  if (process.argv.includes('--million')) million();
+  for (const d of ['restore-bunker', 'restore-restic', 'restore-borg']) rmSync(join(WORK, d), { recursive: true, force: true });
+}
+
+function million() {
+  const dir = join(WORK, 'million');
+  if (!existsSync(`${dir}.complete`)) {
+    console.log('million: creating 1,000,000 files of 64-200 bytes in 1,000 folders...');
+    rmSync(dir, { recursive: true, force: true });
+    execFileSync(process.execPath, ['-e', `
+      const fs = require('fs');
+      for (let d = 0; d < 1000; d++) {
+        const folder = ${JSON.stringify(dir)} + '/f' + d;
+        fs.mkdirSync(folder, { recursive: true });
+        for (let i = 0; i < 1000; i++) fs.writeFileSync(folder + '/' + i + '.txt', 'file ' + d + '/' + i + ' ' + 'x'.repeat(64 + ((d * 1000 + i) % 137)));
+      }
+      fs.writeFileSync(${JSON.stringify(dir)} + '.complete', '');
+    `]);
+  }
+  const repo = join(WORK, 'million-repo');
+  rmSync(repo, { recursive: true, force: true });
+  bunker('init', repo);
+  const first = bunker('backup', repo, dir, join(WORK, 'm1.json'));
+  console.log(`million: first backup ${(first.ms / 1000).toFixed(1)} s, peak RSS ${first.rssMB} MB`);
+  const again = bunker('backup', repo, dir, join(WORK, 'm2.json'), join(WORK, 'm1.json'));
+  console.log(`million: unchanged backup ${(again.ms / 1000).toFixed(1)} s, peak RSS ${again.rssMB} MB`);
+  rmSync(repo, { recursive: true, force: true });
+}
+
+main();

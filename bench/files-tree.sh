@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Mounts benchmark (issue 3): the files engine against restic and borg on the 1.1 GB mixed tree.
+# Usage: bench/files-tree.sh [--million]     (data under bench/.work/files/, about 5 GB of disk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v restic >/dev/null || need+=(restic)
+command -v borg >/dev/null || need+=(borgbackup)
+test -x /usr/bin/time || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
+# Build dist/ and the native addon (type errors elsewhere in the tree do not stop tsc from emitting).
+test -f build/Release/bunker_fs.node || npx --yes node-gyp rebuild >/dev/null
+npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
+test -f dist/engines/files/index.js || { echo "dist/engines/files/index.js missing: npm run build failed" >&2; exit 1; }
+restic version; borg --version
+exec node bench/files-tree.mjs "$@"
