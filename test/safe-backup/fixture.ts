@@ -10,8 +10,7 @@ import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { silentLogger } from '../../src/core/log.js';
-import { startGateways, type RunningGateways } from '../../src/gateway/index.js';
+import { transpileGateway } from '../gateway/helpers/compile.js';
 
 export const PG = 'postgresql://postgres@127.0.0.1:5432';
 export const REDIS = 'redis://127.0.0.1:6379';
@@ -57,7 +56,8 @@ export class CounterProject {
   readonly staging: EnvPaths;
   readonly configPath = join(this.dir, 'bunker.yaml');
   readonly stateDir = join(this.dir, 'state');
-  gateway: RunningGateways | undefined;
+  /** The gateway runs in its own process, as `bunker gateway` does. */
+  gateway: ChildProcess | undefined;
   app: ChildProcess | undefined;
   appPort = 0;
   gatewayAddress = '';
@@ -138,17 +138,38 @@ environments:
     if (!this.gateway) {
       // bunker.yaml names the app's port now that it is known.
       writeFileSync(this.configPath, readFileSync(this.configPath, 'utf8').replace('APPPORT', String(this.appPort)));
-      this.gateway = await startGateways(
-        [{ environment: 'production', listen: '127.0.0.1:0', upstream: `http://127.0.0.1:${this.appPort}` }],
-        { stateDir: this.stateDir, log: silentLogger },
-      );
-      this.gatewayAddress = this.gateway.addresses.production!;
+      const js = transpileGateway(join(this.dir, 'js'));
+      const script = `
+        const { startGateways } = await import(${JSON.stringify(js)});
+        const log = { debug() {}, info() {}, warn: (m) => process.stderr.write('gateway: ' + m + '\\n'), error: (m) => process.stderr.write('gateway: ' + m + '\\n') };
+        const g = await startGateways([{ environment: 'production', listen: '127.0.0.1:0', upstream: 'http://127.0.0.1:${this.appPort}' }],
+          { stateDir: ${JSON.stringify(this.stateDir)}, log });
+        process.stdout.write('listening ' + g.addresses.production + '\\n');
+        process.once('SIGTERM', () => g.close().then(() => process.exit(0)));
+      `;
+      const gateway = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      this.gateway = gateway;
+      this.gatewayAddress = await new Promise<string>((resolve, reject) => {
+        gateway.stdout!.on('data', (d) => {
+          const m = /listening (\S+)/.exec(String(d));
+          if (m) resolve(m[1]!);
+        });
+        gateway.once('exit', (code) => reject(new Error(`gateway exited (${code})`)));
+      });
     }
+  }
+
+  async stopGateway(): Promise<void> {
+    const gateway = this.gateway;
+    if (!gateway || gateway.exitCode !== null || gateway.signalCode !== null) return;
+    const exited = new Promise((r) => gateway.once('exit', r));
+    gateway.kill('SIGTERM');
+    await exited;
   }
 
   async killApp(): Promise<void> {
     const app = this.app;
-    if (!app || app.exitCode !== null) return;
+    if (!app || app.exitCode !== null || app.signalCode !== null) return;
     const exited = new Promise((r) => app.once('exit', r));
     app.kill('SIGKILL');
     await exited;
@@ -183,7 +204,7 @@ environments:
 
   async tearDown(): Promise<void> {
     await this.killApp();
-    await this.gateway?.close();
+    await this.stopGateway();
     for (const e of [this.production, this.staging]) {
       await pgQuery('postgres', `DROP DATABASE IF EXISTS "${e.pgDb}" WITH (FORCE)`).catch(() => {});
       await redisCall(e.redisDb, (r) => r.flushdb()).catch(() => {});

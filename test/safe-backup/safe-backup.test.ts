@@ -1,6 +1,7 @@
 // Done-when of issue 8: the counter app behind the gateway under ~200 requests/s during a safe backup:
 // no failed request, every answer correct, and the backup restored into another environment has four
 // equal counters. The same with --live reports whether the counters differ (not asserted).
+import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Project } from '../../src/control/index.js';
 import { checkResults, CounterProject, redisCall, sleep, startLoad } from './fixture.js';
@@ -24,9 +25,14 @@ async function backupUnderLoad(live: boolean) {
 
   const load = startLoad(fixture.gatewayAddress, 200);
   await sleep(1_500);
-  const { activity, backupId } = await project.startBackup('production', { wait: true, live });
+  const t0 = performance.now();
+  const trace = (level: string, line: string) => process.env.SAFE_BACKUP_TRACE && console.log(`+${Math.round(performance.now() - t0)} ms ${level}: ${line}`);
+  const { activity, backupId } = await project.startBackup('production', { wait: true, live, onLog: trace });
   await sleep(1_000);
+  trace('test', 'backup returned');
   const results = await load.stop();
+  trace('test', `load stopped: ${results.length} requests`);
+  for (const r of results) if (r.status !== 200) trace('test', `failed at +${Math.round(r.sentAt - t0)} ms after ${Math.round(r.latencyMs)} ms: ${r.status} ${r.error}`);
   const finished = await project.getActivity(activity.id);
   expect(finished.error).toBeNull();
   expect(finished.result).toBe('success');
@@ -36,11 +42,11 @@ async function backupUnderLoad(live: boolean) {
   // Production is done: its Redis db becomes the spare the staging restore stages in.
   const productionFinal = await fixture.counters(fixture.production);
   await fixture.killApp();
-  await fixture.gateway?.close();
+  await fixture.stopGateway();
   await redisCall(fixture.production.redisDb, (r) => r.flushdb());
 
   const prep = await project.prepareRestore({ backupId, environment: 'production', target: 'staging' });
-  const restore = await project.startRestore(prep, { wait: true });
+  const restore = await project.startRestore(prep, { wait: true, onLog: trace });
   expect(restore.error).toBeNull();
   expect(restore.result).toBe('success');
   const restored = await fixture.counters(fixture.staging);
