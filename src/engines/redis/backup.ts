@@ -145,8 +145,7 @@ export class RedisBackupSession implements BackupSession {
     const writerFailed = new Promise<never>((_, reject) => writer.once('error', reject));
     writerFailed.catch(() => {});
     const outCrc = new Crc64();
-    const dbs: Record<string, number> = {};
-    let keys = 0;
+    const dbs: Record<number, number> = {};
     let functions = 0;
     let batch: Buffer[] = [];
     let batchBytes = 0;
@@ -190,15 +189,23 @@ export class RedisBackupSession implements BackupSession {
       }
     };
 
-    const handle = async (events: RdbEvent[]) => {
+    const handle = async (events: RdbEvent[], chunk: Buffer) => {
+      if (selected === null) {
+        // Whole instance: the bytes are stored as received; events only feed the counts.
+        for (const ev of events) {
+          if (ev.kind === 'selectdb') currentDb = ev.db;
+          else if (ev.kind === 'key') dbs[currentDb] = (dbs[currentDb] ?? 0) + 1;
+          else if (ev.kind === 'header') rdbVersion = ev.version;
+          else if (ev.kind === 'function') functions++;
+        }
+        if (chunk.length) await emit(chunk);
+        return;
+      }
       for (const ev of events) {
         if (ev.kind === 'selectdb') currentDb = ev.db;
         if (ev.kind === 'header') rdbVersion = ev.version;
         if (!keep(ev)) continue;
-        if (ev.kind === 'key') {
-          keys++;
-          dbs[String(ev.db)] = (dbs[String(ev.db)] ?? 0) + 1;
-        } else if (ev.kind === 'function') functions++;
+        if (ev.kind === 'key') dbs[ev.db] = (dbs[ev.db] ?? 0) + 1;
         if (ev.kind === 'eof') {
           outCrc.update(ev.raw.subarray(0, ev.raw.length - 8));
           await emit(ev.raw.subarray(0, ev.raw.length - 8));
@@ -214,21 +221,23 @@ export class RedisBackupSession implements BackupSession {
     try {
       for await (const chunk of source) {
         received += chunk.length;
-        await handle(parser.push(chunk));
+        await handle(parser.push(chunk), chunk);
         this.ctx.progress({ bytes: received });
         if (parser.done) break;
       }
       parser.finish();
+      if (parser.trailing.length) throw new BunkerError('engine', `${label}: ${parser.trailing.length} unexpected bytes after the RDB`);
       await flushBatch();
       writer.end();
       const ref = await Promise.race([writer.done(), writerFailed]);
+      const keys = Object.values(dbs).reduce((a, b) => a + b, 0);
       const meta: RedisBackupMeta = {
         redisVersion: this.redisVersion,
         rdbVersion,
         db: selected,
-        dbs,
+        dbs: Object.fromEntries(Object.entries(dbs).map(([db, n]) => [String(db), n])),
         keys,
-        crc64: outCrc.toHex(),
+        crc64: selected === null ? parser.crc.toHex() : outCrc.toHex(),
         functions,
       };
       this.ctx.log.info(`${this.name}: stored ${keys} keys, ${outBytes} bytes of RDB (received ${received})`);

@@ -48,7 +48,9 @@ function parseAll(data: Buffer, cuts: number[] = []): RdbEvent[] {
 
 const summary = (events: RdbEvent[]) =>
   events.map((e) =>
-    e.kind === 'key' ? `key db${e.db} ${e.key.toString()} exp=${e.expireMs} type=${e.type} ${e.value.toString('hex')}` : e.kind,
+    e.kind === 'key'
+      ? `key db${e.db} ${e.key.toString()} exp=${e.expireMs} type=${e.type} ${e.type.toString(16).padStart(2, '0')}${e.raw.subarray(e.valueStart).toString('hex')}`
+      : e.kind,
   );
 
 describe('RdbParser', () => {

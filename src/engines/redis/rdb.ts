@@ -59,9 +59,9 @@ export type RdbEvent =
       /** Absolute expiry in unix ms, or null. */
       expireMs: number | null;
       type: number;
-      /** Type byte followed by the encoded value: the body of a RESTORE payload. */
-      value: Buffer;
-      /** The whole entry as it appeared in the file (expiry, LRU/LFU opcodes, type, key, value). */
+      /** Where the encoded value starts in `raw` (it ends with raw); with the type byte it is a RESTORE payload's body. */
+      valueStart: number;
+      /** The whole entry as it appeared in the file (expiry, LRU/LFU opcodes, type, key, value). Valid until the next push(). */
       raw: Buffer;
     }
   | { kind: 'eof'; raw: Buffer; checksum: Buffer; checksumVerified: boolean };
@@ -109,14 +109,17 @@ export function lzfDecompress(input: Buffer, outLen: number): Buffer | null {
 
 /** Cursor over the buffered bytes of one entry. */
 class Cursor {
-  pos: number;
-  constructor(
-    readonly buf: Buffer,
-    readonly start: number,
-    readonly base: number,
-    readonly label: string,
-  ) {
+  buf: Buffer = Buffer.alloc(0);
+  start = 0;
+  pos = 0;
+  /** Stream offset of buf[0], for messages. */
+  base = 0;
+  constructor(readonly label: string) {}
+  reset(buf: Buffer, start: number, base: number): void {
+    this.buf = buf;
+    this.start = start;
     this.pos = start;
+    this.base = base;
   }
   need(n: number): void {
     if (this.pos + n > this.buf.length) throw new NeedMore(this.pos + n - this.start);
@@ -271,7 +274,7 @@ function skipStreamPel(c: Cursor, withNack: boolean): void {
 }
 
 /** Skips the value of `type`, leaving the cursor after it. */
-function skipValue(c: Cursor, type: number, keyText: () => string): void {
+function skipValue(c: Cursor, type: number, key: Buffer): void {
   switch (type) {
     case 0: // string
     case 9: // hash zipmap
@@ -357,12 +360,24 @@ function skipValue(c: Cursor, type: number, keyText: () => string): void {
     }
     case 6:
     case 7:
-      throw new BunkerError('engine', `key ${keyText()} holds a module type, which Bunker cannot restore`, {
+      throw new BunkerError('engine', `key ${keyForMessage(key)} holds a module type, which Bunker cannot restore`, {
         hint: 'Back up module data with the module’s own tools, or delete or exclude that key.',
-        details: { key: keyText() },
+        details: { key: keyForMessage(key) },
       });
     default:
-      throw c.bad(`unknown value type ${type} for key ${keyText()}`);
+      throw c.bad(`unknown value type ${type} for key ${keyForMessage(key)}`);
+  }
+}
+
+const stringCursor = new Cursor('string value');
+/** Decodes a string value (type 0) of a key event: plain, integer-encoded or LZF-compressed. */
+export function decodeStringValue(raw: Buffer, valueStart: number): Buffer {
+  stringCursor.reset(raw, valueStart, 0);
+  try {
+    return stringCursor.string();
+  } catch (err) {
+    if (err instanceof NeedMore) throw stringCursor.bad('a string value runs past its entry');
+    throw err;
   }
 }
 
@@ -385,13 +400,18 @@ export class RdbParser {
   private offset = 0;
   private db = 0;
   private headerDone = false;
+  /** Where in the current buffer the CRC still has to start (the EOF opcode folds in up to itself). */
+  private crcFrom = 0;
+  private readonly cursor: Cursor;
   version = 0;
   done = false;
   readonly crc = new Crc64();
   /** Bytes received after the RDB trailer (the replication end mark). */
   trailing: Buffer = Buffer.alloc(0);
 
-  constructor(private readonly label: string) {}
+  constructor(private readonly label: string) {
+    this.cursor = new Cursor(label);
+  }
 
   push(chunk: Buffer): RdbEvent[] {
     const events: RdbEvent[] = [];
@@ -404,8 +424,10 @@ export class RdbParser {
     if (this.buffered < this.needed) return events;
     let buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
     let pos = 0;
+    this.crcFrom = 0;
+    const c = this.cursor;
     while (!this.done && pos < buf.length) {
-      const c = new Cursor(buf, pos, this.offset, this.label);
+      c.reset(buf, pos, this.offset);
       let ev: RdbEvent;
       try {
         ev = this.headerDone ? this.entry(c) : this.header(c);
@@ -417,11 +439,11 @@ export class RdbParser {
         throw err;
       }
       this.needed = 1;
-      if (ev.kind !== 'eof') this.crc.update(ev.raw);
       events.push(ev);
       this.offset += c.pos - pos;
       pos = c.pos;
     }
+    if (!this.done) this.crc.update(buf.subarray(0, pos));
     if (this.done) {
       this.trailing = Buffer.from(buf.subarray(pos));
       buf = Buffer.alloc(0);
@@ -484,7 +506,7 @@ export class RdbParser {
         const bodyEnd = c.pos;
         c.need(8);
         const checksum = c.buf.subarray(c.pos, c.pos + 8);
-        this.crc.update(c.buf.subarray(c.start, bodyEnd));
+        this.crc.update(c.buf.subarray(this.crcFrom, bodyEnd));
         const disabled = checksum.every((b) => b === 0);
         if (!disabled && !this.crc.equalsLE(checksum)) {
           throw new BunkerError('corrupt', `${this.label}: the RDB checksum does not match (stored ${Buffer.from(checksum).reverse().toString('hex')}, computed ${this.crc.toHex()})`, {
@@ -521,13 +543,10 @@ export class RdbParser {
         throw c.bad('a pre-release Redis 7.0 function record, which Bunker does not read');
       default: {
         const type = op;
-        const key = Buffer.from(c.string());
+        const key = c.string();
         const valueStart = c.pos;
-        skipValue(c, type, () => keyForMessage(key));
-        const value = Buffer.allocUnsafe(1 + c.pos - valueStart);
-        value[0] = type;
-        c.buf.copy(value, 1, valueStart, c.pos);
-        return { kind: 'key', db: this.db, key, expireMs, type, value, raw: raw() };
+        skipValue(c, type, key);
+        return { kind: 'key', db: this.db, key, expireMs, type, valueStart: valueStart - c.start, raw: raw() };
       }
     }
   }
@@ -535,11 +554,19 @@ export class RdbParser {
 
 /** The RESTORE payload for a value: encoded value, RDB version (2 bytes LE), CRC64 of both (8 bytes LE). */
 export function restorePayload(value: Buffer, rdbVersion: number): Buffer {
-  const out = Buffer.allocUnsafe(value.length + 10);
-  value.copy(out, 0);
-  out.writeUInt16LE(rdbVersion, value.length);
-  const crc = new Crc64().update(out.subarray(0, value.length + 2));
-  out.writeUInt32LE(crc.lo, value.length + 2);
-  out.writeUInt32LE(crc.hi, value.length + 6);
+  return restorePayloadOf(value[0]!, value, 1, rdbVersion);
+}
+
+/** The RESTORE payload for a key event: its type byte and raw.subarray(valueStart). */
+export function restorePayloadOf(type: number, raw: Buffer, valueStart: number, rdbVersion: number): Buffer {
+  const len = 1 + raw.length - valueStart;
+  const out = Buffer.allocUnsafe(len + 10);
+  out[0] = type;
+  raw.copy(out, 1, valueStart);
+  out.writeUInt16LE(rdbVersion, len);
+  const crc = new Crc64().update(out.subarray(0, len + 2));
+  out.writeUInt32LE(crc.lo, len + 2);
+  out.writeUInt32LE(crc.hi, len + 6);
   return out;
 }
+

@@ -18,6 +18,10 @@ const NEED_MORE = new NeedMore();
 /** Parses one reply at buf[pos]; returns [reply, nextPos] or throws NEED_MORE. */
 function parseReply(buf: Buffer, pos: number): [Reply | RedisReplyError, number] {
   if (pos >= buf.length) throw NEED_MORE;
+  // Fast path for the reply a pipelined RESTORE gets.
+  if (buf[pos] === 0x2b && buf[pos + 1] === 0x4f && buf[pos + 2] === 0x4b && buf[pos + 3] === 0x0d && pos + 4 < buf.length) {
+    return OK_REPLY(pos + 5);
+  }
   const lineEnd = buf.indexOf('\r\n', pos + 1);
   if (lineEnd < 0) throw NEED_MORE;
   const kind = buf[pos];
@@ -55,23 +59,39 @@ function parseReply(buf: Buffer, pos: number): [Reply | RedisReplyError, number]
   }
 }
 
-function encodeCommand(args: readonly (string | Buffer | number)[]): Buffer {
-  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
-  for (const a of args) {
-    const b = Buffer.isBuffer(a) ? a : Buffer.from(String(a));
-    parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
-  }
-  return Buffer.concat(parts);
+function OK_REPLY(next: number): [Reply, number] {
+  return ['OK', next];
 }
 
-interface Pending {
-  resolve(r: Reply): void;
-  reject(e: Error): void;
+/** Encodes a command in one allocation (a pipelined restore sends millions of them). */
+function encodeCommand(args: readonly (string | Buffer | number)[]): Buffer {
+  let size = 1 + String(args.length).length + 2;
+  const bufs: Buffer[] = new Array(args.length);
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const b = Buffer.isBuffer(a) ? a : Buffer.from(typeof a === 'number' ? String(a) : a);
+    bufs[i] = b;
+    size += 1 + String(b.length).length + 2 + b.length + 2;
+  }
+  const out = Buffer.allocUnsafe(size);
+  let p = out.write(`*${args.length}\r\n`, 0, 'latin1');
+  for (const b of bufs) {
+    p += out.write(`$${b.length}\r\n`, p, 'latin1');
+    p += b.copy(out, p);
+    out[p++] = 0x0d;
+    out[p++] = 0x0a;
+  }
+  return out;
 }
+
+/** Called with the reply, or with the error reply / connection failure. */
+type ReplyCallback = (err: Error | null, reply: Reply) => void;
 
 export class RespConnection {
   private buf: Buffer = Buffer.alloc(0);
-  private pending: Pending[] = [];
+  /** Callbacks of unanswered commands, oldest at pendingHead. */
+  private pending: ReplyCallback[] = [];
+  private pendingHead = 0;
   private outQueue: Buffer[] = [];
   private outBytes = 0;
   private flushScheduled = false;
@@ -136,7 +156,10 @@ export class RespConnection {
   private fail(err: Error): void {
     if (this.closedError) return;
     this.closedError = err;
-    for (const p of this.pending.splice(0)) p.reject(err);
+    const callbacks = this.pending.slice(this.pendingHead);
+    this.pending = [];
+    this.pendingHead = 0;
+    for (const cb of callbacks) cb(err, null);
     for (const w of this.drainWaiters.splice(0)) w();
     this.rawHandler?.(Buffer.alloc(0));
   }
@@ -145,7 +168,7 @@ export class RespConnection {
     if (this.rawHandler) return this.rawHandler(chunk);
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
     let pos = 0;
-    while (pos < this.buf.length && this.pending.length > 0) {
+    while (pos < this.buf.length && this.pendingHead < this.pending.length) {
       let parsed: [Reply | RedisReplyError, number];
       try {
         parsed = parseReply(this.buf, pos);
@@ -156,21 +179,30 @@ export class RespConnection {
         return;
       }
       pos = parsed[1];
-      const p = this.pending.shift()!;
-      if (parsed[0] instanceof RedisReplyError) p.reject(parsed[0]);
-      else p.resolve(parsed[0]);
+      const cb = this.pending[this.pendingHead++]!;
+      if (parsed[0] instanceof RedisReplyError) cb(parsed[0], null);
+      else cb(null, parsed[0]);
+    }
+    if (this.pendingHead > 4096 && this.pendingHead * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.pendingHead);
+      this.pendingHead = 0;
     }
     this.buf = pos >= this.buf.length ? Buffer.alloc(0) : this.buf.subarray(pos);
-    if (this.pending.length < this.lowWater) for (const w of this.drainWaiters.splice(0)) w();
+    if (this.inFlight < this.lowWater) for (const w of this.drainWaiters.splice(0)) w();
   }
 
   private lowWater = 0;
 
   /** Sends a command; resolves with its reply, rejects with RedisReplyError for an error reply. */
   command(args: readonly (string | Buffer | number)[]): Promise<Reply> {
-    if (this.closedError) return Promise.reject(this.closedError);
+    return new Promise<Reply>((resolve, reject) => this.send(args, (err, reply) => (err ? reject(err) : resolve(reply))));
+  }
+
+  /** Sends a command without a promise; `callback` gets the reply or the error (pipelining). */
+  send(args: readonly (string | Buffer | number)[], callback: ReplyCallback): void {
+    if (this.closedError) return callback(this.closedError, null);
     const out = encodeCommand(args);
-    const promise = new Promise<Reply>((resolve, reject) => this.pending.push({ resolve, reject }));
+    this.pending.push(callback);
     this.outQueue.push(out);
     this.outBytes += out.length;
     if (this.outBytes >= 256 * 1024) this.flush();
@@ -178,7 +210,6 @@ export class RespConnection {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
-    return promise;
   }
 
   private flush(): void {
@@ -192,12 +223,12 @@ export class RespConnection {
 
   /** Commands sent and not yet answered. */
   get inFlight(): number {
-    return this.pending.length;
+    return this.pending.length - this.pendingHead;
   }
 
   /** Resolves once fewer than `n` commands are unanswered (pipelining back-pressure). */
   waitBelow(n: number): Promise<void> {
-    if (this.pending.length < n || this.closedError) return Promise.resolve();
+    if (this.inFlight < n || this.closedError) return Promise.resolve();
     this.flush();
     this.lowWater = n;
     return new Promise((resolve) => this.drainWaiters.push(resolve));
