@@ -160,7 +160,7 @@ export async function runBackup(ctx: OperationContext, request: BackupRequest): 
   const snapshotId = await ctx.repo.saveSnapshot(manifest);
   const size = artifacts.reduce((sum, a) => sum + a.size, 0);
   const stored = ctx.repo.stats().storedBytes - storedBefore;
-  return { snapshotId, size, stored, pauseMs: report === null ? null : (report as HoldReport).pauseMs, summary };
+  return { snapshotId, size, stored, pauseMs: report === null ? null : Math.round((report as HoldReport).pauseMs), summary };
 }
 
 /**
