@@ -164,6 +164,8 @@ export class CodecPool {
   private spawn(): Slot {
     const worker = new Worker(WORKER_SOURCE, {
       eval: true,
+      // The parent's flags (e.g. --input-type=module) must not change how the CommonJS source is read.
+      execArgv: [],
       workerData: { zstdPath: require.resolve('zstd-napi'), encKey: this.keys.encKey, idKey: this.keys.idKey },
     });
     const slot: Slot = { worker, busy: new Map() };
