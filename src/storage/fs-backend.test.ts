@@ -1,0 +1,76 @@
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isNotFound } from './backend.js';
+import { FsBackend } from './fs-backend.js';
+import { openStorage } from './open-storage.js';
+
+let dir: string;
+let fsb: FsBackend;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'bunker-fs-'));
+  fsb = new FsBackend(dir);
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('FsBackend contract', () => {
+  it('put then get, ranges, stat and list', async () => {
+    await fsb.put('data/ab/abc', Buffer.from('hello world'));
+    await fsb.put('index/one', Buffer.from('x'));
+    expect((await fsb.get('data/ab/abc')).toString()).toBe('hello world');
+    expect((await fsb.get('data/ab/abc', { offset: 6, length: 5 })).toString()).toBe('world');
+    expect(await fsb.stat('data/ab/abc')).toEqual({ name: 'data/ab/abc', size: 11 });
+    expect(await fsb.stat('data/ab/none')).toBeNull();
+    expect((await fsb.list('data/')).map((o) => o.name)).toEqual(['data/ab/abc']);
+    expect((await fsb.list('')).map((o) => o.name).sort()).toEqual(['data/ab/abc', 'index/one']);
+    expect(await fsb.list('nothing/')).toEqual([]);
+  });
+
+  it('overwrites atomically and leaves no temp file', async () => {
+    await fsb.put('config', Buffer.from('one'));
+    await fsb.put('config', Buffer.from('two'));
+    expect((await fsb.get('config')).toString()).toBe('two');
+    expect(await readdir(dir)).toEqual(['config']);
+  });
+
+  it('ignores temp files a crash left behind', async () => {
+    await fsb.put('index/a', Buffer.from('a'));
+    await writeFile(join(dir, 'index', '.tmp-deadbeef'), 'partial');
+    expect((await fsb.list('index/')).map((o) => o.name)).toEqual(['index/a']);
+  });
+
+  it('reports not found, short ranges and bad names clearly', async () => {
+    const err = await fsb.get('snapshots/missing').catch((e: unknown) => e);
+    expect(isNotFound(err)).toBe(true);
+    await fsb.put('x', Buffer.from('abc'));
+    await expect(fsb.get('x', { offset: 2, length: 5 })).rejects.toMatchObject({ code: 'corrupt' });
+    await expect(fsb.put('../escape', Buffer.from(''))).rejects.toThrow(/invalid storage object name/);
+  });
+
+  it('deletes idempotently', async () => {
+    await fsb.put('locks/l', Buffer.from('1'));
+    await fsb.delete('locks/l');
+    await fsb.delete('locks/l');
+    expect(await fsb.stat('locks/l')).toBeNull();
+  });
+});
+
+describe('openStorage', () => {
+  it('resolves file: URLs relative to the base dir, and rejects unknown schemes without leaking secrets', async () => {
+    const s = openStorage([{ name: 'local', url: 'file:backups' }], dir);
+    expect(s.location).toBe(join(dir, 'backups'));
+    expect(openStorage([{ name: 'abs', url: `file://${dir}` }], '/').location).toBe(dir);
+    let message = '';
+    try {
+      openStorage([{ name: 'cloud', url: 's3://key:supersecret@host/bucket' }], dir);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/not supported/);
+    expect(message).not.toContain('supersecret');
+    expect(() => openStorage([], dir)).toThrow(/no storage location/);
+  });
+});
