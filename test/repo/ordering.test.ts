@@ -1,0 +1,114 @@
+// Write ordering (packs → index → snapshot) and concurrent writers sharing one repository.
+import { randomBytes } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openRepository } from '../../src/repo/index.js';
+import type { SnapshotManifest, StreamRef } from '../../src/repo/types.js';
+import type { StorageBackend } from '../../src/storage/index.js';
+import { createTestRepo, type TestRepo } from '../helpers/repo.js';
+
+let t: TestRepo | undefined;
+afterEach(async () => {
+  await t?.cleanup();
+  t = undefined;
+});
+
+function manifest(streams: Record<string, StreamRef>): SnapshotManifest {
+  return {
+    version: 1,
+    time: new Date().toISOString(),
+    tags: {},
+    services: { s: { engine: 'command', format: 1, streams, trees: {}, meta: {}, size: 0, warnings: [] } },
+    mounts: {},
+  };
+}
+
+/** Records every completed put, and can fail puts whose name matches `failOn`. */
+function recording(inner: StorageBackend): StorageBackend & { puts: string[]; failOn?: RegExp } {
+  const rec = {
+    puts: [] as string[],
+    failOn: undefined as RegExp | undefined,
+    location: inner.location,
+    async put(name: string, body: Uint8Array) {
+      if (rec.failOn?.test(name)) throw new Error(`injected failure writing ${name}`);
+      await inner.put(name, body);
+      rec.puts.push(name);
+    },
+    get: inner.get.bind(inner),
+    stat: inner.stat.bind(inner),
+    list: inner.list.bind(inner),
+    delete: inner.delete.bind(inner),
+  };
+  return rec;
+}
+
+describe('write ordering', () => {
+  it('stores packs before the index that names them, and the index before the snapshot', async () => {
+    t = await createTestRepo();
+    const storage = recording(t.storage);
+    const repo = await openRepository({ storage, password: t.password });
+    try {
+      const ref = await repo.storeBuffer(randomBytes(3 * 1024 * 1024));
+      await repo.putTree(Buffer.from('tree'));
+      await repo.saveSnapshot(manifest({ a: ref }));
+      const kinds = storage.puts.map((n) => n.split('/')[0]);
+      expect(kinds.filter((k) => k === 'data').length).toBeGreaterThanOrEqual(2); // a data pack and a tree pack
+      expect(kinds.lastIndexOf('data')).toBeLessThan(kinds.indexOf('index'));
+      expect(kinds.lastIndexOf('index')).toBeLessThan(kinds.indexOf('snapshots'));
+    } finally {
+      await repo.close();
+    }
+  });
+
+  it('writes no snapshot when its index cannot be written, and earlier snapshots stay intact', async () => {
+    t = await createTestRepo();
+    const storage = recording(t.storage);
+    const first = await openRepository({ storage, password: t.password });
+    const kept = await first.saveSnapshot(manifest({ a: await first.storeBuffer(Buffer.from('kept')) }));
+    await first.close();
+
+    const repo = await openRepository({ storage, password: t.password });
+    storage.failOn = /^index\//;
+    await repo.storeBuffer(randomBytes(1024 * 1024));
+    await expect(repo.saveSnapshot(manifest({}))).rejects.toThrow(/injected failure/);
+    expect(storage.puts.filter((n) => n.startsWith('snapshots/')).length).toBe(1);
+    storage.failOn = undefined;
+    await repo.close();
+
+    const check = await (await t.reopen()).check({ readData: true });
+    expect(check.errors).toEqual([]);
+    const again = await t.reopen();
+    expect((await again.listSnapshots()).map((s) => s.id)).toEqual([kept]);
+  });
+});
+
+describe('concurrent writers', () => {
+  it('two handles writing at once (shared and own data) both produce readable snapshots', async () => {
+    t = await createTestRepo();
+    const a = await t.reopen();
+    const b = await t.reopen();
+    const shared = randomBytes(4 * 1024 * 1024);
+    const own = [randomBytes(3 * 1024 * 1024), randomBytes(3 * 1024 * 1024)];
+    const [sa, sb] = await Promise.all(
+      [a, b].map(async (repo, i) => {
+        const streams = { shared: await repo.storeBuffer(shared), own: await repo.storeBuffer(own[i]!) };
+        return repo.saveSnapshot(manifest(streams));
+      }),
+    );
+    const reader = await t.reopen();
+    expect((await reader.check({ readData: true })).errors).toEqual([]);
+    for (const [id, i] of [[sa!, 0], [sb!, 1]] as const) {
+      const m = await reader.loadSnapshot(id);
+      expect((await reader.readBuffer(m.services.s!.streams.shared!)).equals(shared)).toBe(true);
+      expect((await reader.readBuffer(m.services.s!.streams.own!)).equals(own[i]!)).toBe(true);
+    }
+  });
+
+  it('a reader opened before a writer finished finds the new blobs', async () => {
+    t = await createTestRepo();
+    const reader = await t.reopen();
+    const data = randomBytes(2 * 1024 * 1024);
+    const id = await t.repo.saveSnapshot(manifest({ x: await t.repo.storeBuffer(data) }));
+    const m = await reader.loadSnapshot(id);
+    expect((await reader.readBuffer(m.services.s!.streams.x!)).equals(data)).toBe(true);
+  });
+});
