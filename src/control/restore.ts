@@ -157,14 +157,16 @@ export function runHook(command: string, cwd: string, log: Logger, signal: Abort
     const child = spawn('/bin/sh', ['-c', command], { cwd, stdio: ['ignore', 'pipe', 'pipe'], signal });
     const forward = (level: 'info' | 'warn') => {
       let partial = '';
-      return (chunk: Buffer) => {
-        const lines = (partial + chunk.toString('utf8')).split('\n');
+      return (chunk: Buffer | null) => {
+        const lines = (partial + (chunk ? chunk.toString('utf8') : '\n')).split('\n');
         partial = lines.pop() ?? '';
-        for (const line of lines) log[level](`hook: ${line}`);
+        for (const line of lines) if (chunk || line) log[level](`hook: ${line}`);
       };
     };
-    child.stdout.on('data', forward('info'));
-    child.stderr.on('data', forward('warn'));
+    const out = forward('info');
+    const err = forward('warn');
+    child.stdout.on('data', out).on('end', () => out(null));
+    child.stderr.on('data', err).on('end', () => err(null));
     child.on('error', (err) => reject(new BunkerError('engine', `the post_restore hook could not run: ${err.message}`, { cause: err })));
     child.on('close', (code, sig) => {
       const exitCode = code ?? (sig ? 128 : 1);

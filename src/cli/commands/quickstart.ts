@@ -202,10 +202,10 @@ export function registerQuickstartCommand(program: Command): void {
         if (unequal.length) {
           throw new BunkerError('internal', `staging differs from main after the restore: ${unequal.map((r) => r.unit).join(', ')}`);
         }
-        cli.info(`\nstaging now holds the same data as main. Try next (from ${relative(process.cwd(), dir) || '.'}):`);
+        cli.info(`\nstaging now holds the same data as main. Try next, from the sample project (cd ${relative(process.cwd(), dir) || '.'}):`);
         cli.info('   bunker environment:list      bunker activity:list      bunker backup:get -e main');
         cli.info('   bunker backup:create main --live      bunker backup:restore -e main --target staging --service uploads');
-        cli.info(`The repository password is in ${join(relative(process.cwd(), dir) || '.', '.bunker-password')}.`);
+        cli.info('Its repository password is in .bunker-password there (storage.password_file in its bunker.yaml).');
       } finally {
         await project.close();
         for (const server of servers) await server.close();
