@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mounts benchmark (issue 3): the files engine against restic and borg on the 1.1 GB mixed tree.
-# Usage: bench/files-tree.sh [--million]     (data under bench/.work/files/, about 5 GB of disk)
+# Usage: bench/files-tree.sh [--million | --million-only]    (data under bench/.work/files/, about 5 GB of disk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

@@ -178,3 +178,31 @@ describe('files engine round trip', () => {
     }
   });
 });
+
+describe('files engine excludes', () => {
+  it('leaves excluded paths out of the backup', async () => {
+    const t = await createTestRepo();
+    const dir = tempDir('exclude');
+    try {
+      const mount = join(dir, 'mount');
+      mkdirSync(join(mount, 'cache/deep'), { recursive: true });
+      mkdirSync(join(mount, 'keep'));
+      writeFileSync(join(mount, 'cache/deep/x'), 'cached');
+      writeFileSync(join(mount, 'keep/a.tmp'), 'temp');
+      writeFileSync(join(mount, 'keep/a.txt'), 'kept');
+      const artifact = await runBackup(await mountEngine(dir, 'mount', ['cache/**', '*.tmp']).openBackup(backupCtx(t.repo)));
+      const out = tempDir('exclude-out');
+      try {
+        await runRestore(await mountEngine(out).openRestore(restoreCtx(t.repo), artifact));
+        expect(readdirSync(join(out, 'mount')).sort()).toEqual(['cache', 'keep']);
+        expect(readdirSync(join(out, 'mount/cache'))).toEqual([]);
+        expect(readdirSync(join(out, 'mount/keep'))).toEqual(['a.txt']);
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
+    } finally {
+      await t.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

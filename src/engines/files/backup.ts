@@ -285,7 +285,9 @@ export class FilesBackupSession implements BackupSession {
       return undefined;
     }
     if (type === 'file') {
-      const reuse = prev && unchanged(prev, st, type) && prev.content!.chunks.every((c) => this.ctx.repo.hasBlob(c));
+      // An entry recorded as unstable is read again even when its stat now matches.
+      const reuse =
+        prev && !(prev.flags & FLAG_UNSTABLE) && unchanged(prev, st, type) && prev.content!.chunks.every((c) => this.ctx.repo.hasBlob(c));
       const linked = st.nlink > 1n;
       const inode = `${st.dev}:${st.ino}`;
       let entry: TreeEntry;
