@@ -216,7 +216,8 @@ export class MariadbBackup implements BackupSession {
       const query = raw.query({
         sql,
         rowsAsArray: true,
-        typeCast: (field: { buffer(): Buffer | null }) => field.buffer(),
+        // false: every value as the raw bytes the server sent (a slice of the packet, no per-field call).
+        typeCast: false,
       });
       query.on('error', fail);
       query.on('result', (row: unknown) => {

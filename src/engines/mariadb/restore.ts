@@ -294,7 +294,9 @@ async function finishCommit(conn: Connection, shadow: string, plan: Plan): Promi
     "SELECT TABLE_NAME AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME <> ? AND TABLE_TYPE <> 'VIEW'",
     [shadow, JOURNAL],
   );
-  if (staged.length > 0) {
+  // Staged tables left in the shadow mean the swap has not happened (a backup without tables has
+  // nothing to stage: its swap only moves the old tables out, which is as idempotent).
+  if (staged.length > 0 || plan.tables.length === 0) {
     // Not swapped yet. Triggers cannot move between databases, and views must not shadow the new
     // tables' names, so those go first; the journal says to finish, so a kill here rolls forward.
     const newNames = new Set(plan.tables);
@@ -310,7 +312,7 @@ async function finishCommit(conn: Connection, shadow: string, plan: Plan): Promi
       ...old.map((t) => `${q(target)}.${q(String(t.n))} TO ${q(plan.oldDb)}.${q(String(t.n))}`),
       ...staged.map((t) => `${q(shadow)}.${q(String(t.n))} TO ${q(target)}.${q(String(t.n))}`),
     ];
-    await conn.query(`RENAME TABLE ${moves.join(', ')}`);
+    if (moves.length) await conn.query(`RENAME TABLE ${moves.join(', ')}`);
   }
   // Objects of the old database that the backup does not have go; the backup's are (re)created.
   const keep = new Set(plan.objects.map((o) => `${o.kind}:${o.name}`));
