@@ -3,6 +3,7 @@
 // must come back identical, in place after damage and in another database.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BunkerError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/log.js';
 import { runBackup, runRestore, type Engine } from '../../src/engines/engine.js';
 import { mariadbEngine } from '../../src/engines/mariadb/index.js';
@@ -93,6 +94,21 @@ describe('mariadb engine on the edge-case database', () => {
     const [[src]] = await s.query<any[]>('SELECT NEXTVAL(order_seq) AS n');
     expect(String(seq.n)).toBe(String(src.n));
     await Promise.all([c.end(), s.end()]);
+  });
+
+  it('reports a wrong password or an unreachable server as BunkerErrors without the password', async () => {
+    const probe = (url: string) => mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url }), env).probe();
+    const denied = await probe(`mysql://root:Sup3rSecretPw@127.0.0.1:3306/${source}`).catch((e) => e);
+    expect(denied).toBeInstanceOf(BunkerError);
+    expect(denied.code).toBe('engine');
+    expect(denied.message).toContain('Access denied');
+    expect(`${denied.message} ${denied.hint}`).not.toContain('Sup3rSecretPw');
+    const refused = await probe('mysql://root:Sup3rSecretPw@127.0.0.1:1/x').catch((e) => e);
+    expect(refused).toBeInstanceOf(BunkerError);
+    expect(refused.code).toBe('unreachable');
+    expect(`${refused.message} ${refused.hint}`).not.toContain('Sup3rSecretPw');
+    const ok = await probe(urlFor(source));
+    expect(ok.version).toMatch(/^MariaDB 10\.|^MySQL /);
   });
 
   it('refuses a url without a database, without showing the password', () => {
