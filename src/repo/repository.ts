@@ -473,6 +473,10 @@ export class BunkerRepository implements Repository {
     const errors: string[] = [];
     const progress = options.onProgress ?? (() => {});
     const result: CheckResult = { ok: false, errors, packsChecked: 0, blobsChecked: 0, snapshotsChecked: 0 };
+    const percent = options.readData ? 100 : options.readDataSubsetPercent ?? 0;
+    if (!(percent >= 0 && percent <= 100)) {
+      throw new BunkerError('usage', `--read-data-subset must be a percentage in (0, 100], not ${percent}`);
+    }
     await this.flush();
 
     // 1. Index files: each decrypts, and its name is the hash of its content.
@@ -560,10 +564,6 @@ export class BunkerRepository implements Repository {
     }
 
     // 4. Data: decrypt and verify every blob of every (or a random subset of) pack.
-    const percent = options.readData ? 100 : options.readDataSubsetPercent ?? 0;
-    if (!(percent >= 0 && percent <= 100)) {
-      throw new BunkerError('usage', `--read-data-subset must be a percentage in (0, 100], not ${percent}`);
-    }
     if (percent > 0) {
       let packIds = [...packsInIndex.keys()].filter((id) => headers.has(id));
       if (percent < 100) packIds = packIds.sort(() => Math.random() - 0.5).slice(0, Math.max(1, Math.ceil((packIds.length * percent) / 100)));
