@@ -108,8 +108,8 @@ function processAlive(pid: number): boolean {
 }
 
 /**
- * Fails every pending or running activity whose process is gone (pid dead on this host, or no heartbeat
- * for STALE_MS), and marks its backup failed and not restorable. Called whenever the catalog is read.
+ * Fails every pending or running activity whose process is gone (pid dead on this host; for another
+ * host or an unknown pid, no heartbeat for STALE_MS), and marks its backup failed and not restorable. Called whenever the catalog is read.
  */
 export async function reapDeadActivities(db: CatalogDb, clock: Clock): Promise<number> {
   const live = await db.selectFrom('activities').selectAll().where('state', 'in', ['pending', 'in_progress']).execute();
@@ -117,8 +117,9 @@ export async function reapDeadActivities(db: CatalogDb, clock: Clock): Promise<n
   let reaped = 0;
   for (const a of live) {
     let reason: string | undefined;
-    if (a.worker_pid !== null && a.worker_host === HOST && !processAlive(a.worker_pid)) {
-      reason = `the worker process (pid ${a.worker_pid}) died`;
+    if (a.worker_pid !== null && a.worker_host === HOST) {
+      // On this host the pid is the truth: a live worker whose event loop is busy misses heartbeats.
+      if (!processAlive(a.worker_pid)) reason = `the worker process (pid ${a.worker_pid}) died`;
     } else if (a.heartbeat_at && now.getTime() - Date.parse(a.heartbeat_at) > STALE_MS) {
       reason = `the worker process stopped reporting (last heartbeat ${a.heartbeat_at})`;
     }
