@@ -38,14 +38,14 @@ async function startServer(name) {
 }
 
 function pseudoRandomValue(i) {
-  // 100 bytes: half random hex, half repeated text, roughly as compressible as real cache values.
+  // 130 bytes: random hex and repeated text, roughly as compressible as real cache values; 1M keys ≈ 160 MB.
   let x = (i * 2654435761) >>> 0;
   let s = '';
   for (let k = 0; k < 6; k++) {
     x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
     s += x.toString(16).padStart(8, '0');
   }
-  return (s + '-session-data-user-preferences-cart-items-').padEnd(100, 'x').slice(0, 100);
+  return (s + '-session-data-user-preferences-cart-items-').padEnd(130, 'x').slice(0, 130);
 }
 
 async function fill(port) {

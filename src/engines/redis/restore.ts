@@ -276,11 +276,16 @@ export class RedisRestoreSession implements RestoreSession {
   /** Empties the spares this restore filled; the target dbs were never touched. */
   async abort(): Promise<void> {
     if (this.finished) return;
-    const conn = this.conn;
+    let conn = this.conn;
     this.conn = null;
     if (!conn) return;
     try {
-      if (!conn.error) {
+      if (this.spares.size > 0) {
+        // The staging connection may be the thing that broke: empty the spares over a fresh one.
+        if (conn.error) {
+          conn.close();
+          conn = await RespConnection.connect(this.target, { db: null });
+        }
         for (const spare of this.spares.values()) {
           await conn.command(['SELECT', spare]);
           await conn.command(['FLUSHDB', 'ASYNC']);
