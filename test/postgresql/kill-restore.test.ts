@@ -106,7 +106,7 @@ describe('postgresql engine: restore killed with SIGKILL', () => {
     writeFileSync(artifactFile, JSON.stringify(artifact));
     await resetTarget();
     oldFp = await fingerprint(target);
-  });
+  }, 300_000);
 
   afterAll(async () => {
     await dropDb(source);
@@ -158,5 +158,5 @@ describe('postgresql engine: restore killed with SIGKILL', () => {
     const { shadow, old } = sideNames(target);
     const left = await sql('postgres', `SELECT datname FROM pg_database WHERE datname IN ('${shadow}', '${old}')`);
     expect(left.rows).toEqual([]);
-  });
+  }, 400_000);
 });

@@ -64,5 +64,5 @@ describe('postgresql engine: backup under pgbench writes', () => {
     expect(restored.accounts).toBe(restored.history);
     expect(restored.tellers).toBe(restored.history);
     expect(restored.branches).toBe(restored.history);
-  });
+  }, 300_000);
 });

@@ -16,7 +16,7 @@ const configSchema = z
     databases: z.literal('all').optional(),
     /** Restore objects owned by the connecting user (and without grants to roles the target lacks). */
     no_owner: z.boolean().optional(),
-    /** Parallel connections for COPY and index builds (default: 2, or the CPU count when higher, at most 8). */
+    /** Parallel sessions for COPY and index builds (default: twice the CPU count, at least 2, at most 8). */
     jobs: z.number().int().min(1).max(64).optional(),
   })
   .strict()
@@ -34,7 +34,8 @@ export const postgresqlEngine: EngineDescriptor<PostgresqlConfig> = {
   configSchema,
   create(name, config, env): Engine {
     const target = parsePgUrl(config.url);
-    const jobs = config.jobs ?? Math.min(8, Math.max(2, os.availableParallelism()));
+    // Twice the cores: a COPY session spends part of its time waiting on the repository or the server.
+    const jobs = config.jobs ?? Math.min(8, Math.max(2, 2 * os.availableParallelism()));
     return {
       type: 'postgresql',
       async probe() {
