@@ -30,7 +30,10 @@ describe('opening a repository', () => {
   it('refuses a wrong password without revealing it, and an empty one', async () => {
     const storage = await emptyStorage();
     await (await initRepository({ storage, password: 'right horse', kdf: 'fast' })).close();
-    const err = await openRepository({ storage, password: 'wrong battery' }).catch((e: unknown) => e as Error & { code: string; hint: string });
+    const err = (await openRepository({ storage, password: 'wrong battery' }).then(
+      () => new Error('opened'),
+      (e: unknown) => e,
+    )) as Error & { code: string; hint: string };
     expect(err.code).toBe('wrong_password');
     expect(err.message).not.toContain('wrong battery');
     expect(err.hint).toMatch(/BUNKER_PASSWORD/);
