@@ -35,6 +35,45 @@ export async function redisCall<T>(db: number, fn: (r: Redis) => Promise<T>): Pr
   }
 }
 
+// Redis db 10 and 11 are this suite's alone, but two test files (or two runs) would share them: a lock
+// directory serializes every user of the fixture across processes; a dead holder's lock is taken over.
+const REDIS_LOCK = join(tmpdir(), 'bunker-test-redis-10-11.lock');
+
+async function lockRedisDbs(): Promise<void> {
+  for (;;) {
+    try {
+      mkdirSync(REDIS_LOCK);
+      writeFileSync(join(REDIS_LOCK, 'pid'), String(process.pid));
+      return;
+    } catch {
+      let holder = NaN;
+      try {
+        holder = Number(readFileSync(join(REDIS_LOCK, 'pid'), 'utf8'));
+      } catch {
+        /* being created or removed */
+      }
+      let alive = true;
+      if (Number.isInteger(holder) && holder > 0) {
+        try {
+          process.kill(holder, 0);
+        } catch {
+          alive = false;
+        }
+      }
+      if (!alive) rmSync(REDIS_LOCK, { recursive: true, force: true });
+      else await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+function unlockRedisDbs(): void {
+  try {
+    if (readFileSync(join(REDIS_LOCK, 'pid'), 'utf8') === String(process.pid)) rmSync(REDIS_LOCK, { recursive: true, force: true });
+  } catch {
+    /* not ours */
+  }
+}
+
 export interface Counters {
   pg: number | null;
   redis: number | null;
@@ -76,6 +115,7 @@ export class CounterProject {
   /** Creates empty data stores with zeroed counters in production, and the bunker.yaml. */
   async setUp(): Promise<void> {
     process.env.BUNKER_INSECURE_FAST_KDF = '1';
+    await lockRedisDbs();
     for (const e of [this.production, this.staging]) {
       await pgQuery('postgres', `CREATE DATABASE "${e.pgDb}"`);
       mkdirSync(e.mount, { recursive: true });
@@ -210,6 +250,7 @@ environments:
       await redisCall(e.redisDb, (r) => r.flushdb()).catch(() => {});
     }
     rmSync(this.dir, { recursive: true, force: true });
+    unlockRedisDbs();
   }
 }
 
