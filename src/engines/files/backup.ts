@@ -18,7 +18,8 @@ const SMALL_FILE = 1 << 20;
 const READ_BLOCK = 1 << 20;
 const FILE_READS = 8;
 const DIR_FANOUT = 4;
-const ENTRY_FANOUT = 16;
+/** Entries described at once per directory: mostly lstat calls, which the thread pool overlaps well. */
+const ENTRY_FANOUT = 64;
 const MAX_WARNINGS = 100;
 /** Stands in for a subdirectory's tree id in the trees kept between prepare() and stream(). */
 const PENDING_ID: BlobId = '0'.repeat(64);
@@ -139,15 +140,17 @@ export class FilesBackupSession implements BackupSession {
   }
 
   private async prepareDir(rel: string, abs: Buffer, prevTree: BlobId | undefined): Promise<void> {
-    let prev: Map<string, TreeEntry> | undefined;
-    if (prevTree) {
-      try {
-        prev = byName(decodeTree(await this.reader!.getTree(prevTree)));
-      } catch (err) {
-        this.ctx.log.warn(`files: parent tree of ${showPath(Buffer.from(rel || '.', 'latin1'))} unreadable, reading its files again: ${(err as Error).message}`);
-      }
-    }
-    const entries = await this.scanDir(rel, abs, prev);
+    // The parent's tree is fetched while the directory is listed.
+    const prevLoad = prevTree
+      ? this.reader!.getTree(prevTree).then(
+          (blob) => byName(decodeTree(blob)),
+          (err: unknown) => {
+            this.ctx.log.warn(`files: parent tree of ${showPath(Buffer.from(rel || '.', 'latin1'))} unreadable, reading its files again: ${(err as Error).message}`);
+            return undefined;
+          },
+        )
+      : undefined;
+    const [entries, prev] = await Promise.all([this.scanDir(rel, abs, prevLoad), prevLoad]);
     this.prepared.set(rel, encodeTree(entries));
     const dirs = entries.filter((e) => e.type === 'dir');
     await mapLimit(dirs, DIR_FANOUT, (e) => {
@@ -183,7 +186,7 @@ export class FilesBackupSession implements BackupSession {
     if (this.hasExcludes) names = names.filter((name) => !this.excluded(relText(rel, name)));
     let isDirty = names.length !== prev.size;
     const subdirs: Buffer[] = [];
-    await mapLimit(names, ENTRY_FANOUT * 4, async (name) => {
+    await mapLimit(names, ENTRY_FANOUT * 2, async (name) => {
       const p = prev.get(nameKey(name));
       let st: BigIntStats;
       try {
@@ -229,18 +232,19 @@ export class FilesBackupSession implements BackupSession {
   /** Writes the tree of one directory (after its subdirectories) and returns its id. */
   private async buildDir(rel: string, abs: Buffer, totals: { files: number; dirs: number; size: number }): Promise<BlobId> {
     const cached = this.prepared.get(rel);
-    let entries: TreeEntry[];
-    if (cached && !this.dirty.has(rel)) entries = decodeTree(cached);
-    else {
-      entries = await this.scanDir(rel, abs, cached ? byName(decodeTree(cached)) : undefined);
-      this.prepared.set(rel, encodeTree(entries));
-    }
+    this.prepared.delete(rel); // built once; frees the pre-pass's copy as the walk goes
+    const clean = cached !== undefined && !this.dirty.has(rel);
+    const entries = clean ? decodeTree(cached) : await this.scanDir(rel, abs, cached ? byName(decodeTree(cached)) : undefined);
     totals.dirs++;
+    let subdirs = 0;
     for (const e of entries) {
+      if (e.type === 'dir') subdirs++;
       if (e.type !== 'file') continue;
       totals.files++;
       totals.size += e.content?.size ?? 0;
     }
+    // A clean directory without subdirectories is already encoded exactly as it will be stored.
+    if (clean && subdirs === 0) return this.ctx.repo.putTree(cached);
     await mapLimit(
       entries.filter((e) => e.type === 'dir'),
       DIR_FANOUT,
@@ -252,11 +256,16 @@ export class FilesBackupSession implements BackupSession {
   }
 
   /** Lists one directory and describes every entry; files are read unless `prev` shows them unchanged. */
-  private async scanDir(rel: string, abs: Buffer, prev: Map<string, TreeEntry> | undefined): Promise<TreeEntry[]> {
+  private async scanDir(
+    rel: string,
+    abs: Buffer,
+    prevLoad: Map<string, TreeEntry> | Promise<Map<string, TreeEntry> | undefined> | undefined,
+  ): Promise<TreeEntry[]> {
     if (this.ctx.signal.aborted) throw new BunkerError('aborted', 'the backup was cancelled');
     let names: Buffer[];
+    let prev: Map<string, TreeEntry> | undefined;
     try {
-      names = await fsp.readdir(abs, { encoding: 'buffer' });
+      [names, prev] = await Promise.all([fsp.readdir(abs, { encoding: 'buffer' }), prevLoad]);
     } catch (err) {
       if (isMissing(err)) {
         this.warn(`directory ${showPath(Buffer.from(rel, 'latin1'))} disappeared during the backup`);
