@@ -49,6 +49,9 @@ export class MariadbBackup implements BackupSession {
       this.schema = await readSchema(this.ctrl, t.database);
       // Closes idle table handles now, so the FLUSH under the lock in pin() has little left to do.
       await this.ctrl.query('FLUSH NO_WRITE_TO_BINLOG TABLES');
+      // A long-running query makes FLUSH TABLES WITH READ LOCK wait, and writers queue behind it:
+      // give up after a while rather than stall the application.
+      await this.ctrl.query('SET SESSION lock_wait_timeout = 30');
     } catch (err) {
       throw engineError(err, `reading the schema of ${t.database}`);
     }
