@@ -139,7 +139,7 @@ export class RedisBackupSession implements BackupSession {
   async stream(): Promise<ServiceArtifact> {
     if (!this.pinned || !this.replica) throw new BunkerError('internal', 'redis backup: stream() before pin()');
     const label = `redis service ${this.name}`;
-    const parser = new RdbParser(label);
+    const parser = new RdbParser(label, this.target.db === null);
     const selected = this.target.db;
     const writer = this.ctx.repo.writeStream({ label: `redis:${this.name}` });
     const writerFailed = new Promise<never>((_, reject) => writer.once('error', reject));
@@ -193,9 +193,7 @@ export class RedisBackupSession implements BackupSession {
       if (selected === null) {
         // Whole instance: the bytes are stored as received; events only feed the counts.
         for (const ev of events) {
-          if (ev.kind === 'selectdb') currentDb = ev.db;
-          else if (ev.kind === 'key') dbs[currentDb] = (dbs[currentDb] ?? 0) + 1;
-          else if (ev.kind === 'header') rdbVersion = ev.version;
+          if (ev.kind === 'header') rdbVersion = ev.version;
           else if (ev.kind === 'function') functions++;
         }
         if (chunk.length) await emit(chunk);
@@ -226,6 +224,7 @@ export class RedisBackupSession implements BackupSession {
         if (parser.done) break;
       }
       parser.finish();
+      for (const [db, n] of parser.keysPerDb) dbs[db] = n;
       if (parser.trailing.length) throw new BunkerError('engine', `${label}: ${parser.trailing.length} unexpected bytes after the RDB`);
       await flushBatch();
       writer.end();

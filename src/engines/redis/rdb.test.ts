@@ -81,6 +81,16 @@ describe('RdbParser', () => {
     );
   });
 
+  it('in count-only mode counts keys per db instead of returning them, and still names module keys', () => {
+    const p = new RdbParser('test', true);
+    const kinds = p.push(sample).map((e) => e.kind);
+    p.finish();
+    expect(kinds).not.toContain('key');
+    expect(Object.fromEntries(p.keysPerDb)).toEqual({ 0: 2, 5: 1 });
+    const mod = rdb([Buffer.concat([Buffer.from([0x07]), str('bloom:users'), Buffer.from([0x01, 0x00])])]);
+    expect(() => new RdbParser('test', true).push(mod)).toThrow(/"bloom:users" holds a module type/);
+  });
+
   it('keeps the bytes after the trailer (the replication end mark) apart', () => {
     const p = new RdbParser('test');
     p.push(Buffer.concat([sample, Buffer.from('MARK')]));

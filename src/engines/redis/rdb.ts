@@ -369,6 +369,7 @@ function skipValue(c: Cursor, type: number, key: Buffer): void {
   }
 }
 
+const EMPTY = Buffer.alloc(0);
 const stringCursor = new Cursor('string value');
 /** Decodes a string value (type 0) of a key event: plain, integer-encoded or LZF-compressed. */
 export function decodeStringValue(raw: Buffer, valueStart: number): Buffer {
@@ -409,7 +410,14 @@ export class RdbParser {
   /** Bytes received after the RDB trailer (the replication end mark). */
   trailing: Buffer = Buffer.alloc(0);
 
-  constructor(private readonly label: string) {
+  /** Keys per db index, counted in countOnly mode (where key events are not returned). */
+  readonly keysPerDb = new Map<number, number>();
+
+  /** countOnly: key entries are validated and counted, not returned (see keysPerDb). */
+  constructor(
+    private readonly label: string,
+    private readonly countOnly = false,
+  ) {
     this.cursor = new Cursor(label);
   }
 
@@ -428,7 +436,7 @@ export class RdbParser {
     const c = this.cursor;
     while (!this.done && pos < buf.length) {
       c.reset(buf, pos, this.offset);
-      let ev: RdbEvent;
+      let ev: RdbEvent | null;
       try {
         ev = this.headerDone ? this.entry(c) : this.header(c);
       } catch (err) {
@@ -439,7 +447,7 @@ export class RdbParser {
         throw err;
       }
       this.needed = 1;
-      events.push(ev);
+      if (ev) events.push(ev);
       this.offset += c.pos - pos;
       pos = c.pos;
     }
@@ -481,7 +489,7 @@ export class RdbParser {
     return { kind: 'header', version, raw: c.buf.subarray(c.start, c.pos) };
   }
 
-  private entry(c: Cursor): RdbEvent {
+  private entry(c: Cursor): RdbEvent | null {
     let expireMs: number | null = null;
     let op = c.u8();
     for (;;) {
@@ -543,6 +551,18 @@ export class RdbParser {
         throw c.bad('a pre-release Redis 7.0 function record, which Bunker does not read');
       default: {
         const type = op;
+        if (this.countOnly) {
+          // Backups of a whole instance only count keys: no key decoding, no event, no garbage.
+          const keyStart = c.pos;
+          c.skipString();
+          if (type === 6 || type === 7) {
+            c.pos = keyStart;
+            skipValue(c, type, c.string());
+          }
+          skipValue(c, type, EMPTY);
+          this.keysPerDb.set(this.db, (this.keysPerDb.get(this.db) ?? 0) + 1);
+          return null;
+        }
         const key = c.string();
         const valueStart = c.pos;
         skipValue(c, type, key);

@@ -140,6 +140,7 @@ export class RedisRestoreSession implements RestoreSession {
     let selectedSpare = -1;
     let sourceDb = 0;
     let skippedExpired = 0;
+    let functionsSkipped = 0;
     let bytes = 0;
     // Replies come back in order, so the keys of unanswered RESTOREs wait in a queue of their own
     // (one shared callback instead of a closure per key).
@@ -175,6 +176,7 @@ export class RedisRestoreSession implements RestoreSession {
         bytes += chunk.length;
         for (const ev of parser.push(chunk)) {
           if (ev.kind === 'selectdb') sourceDb = ev.db;
+          else if (ev.kind === 'function') functionsSkipped++;
           if (ev.kind !== 'key') continue;
           const t = this.mapping.get(sourceDb);
           // After a failed RESTORE nothing more is sent, but the stream is still read to its end: when
@@ -241,6 +243,9 @@ export class RedisRestoreSession implements RestoreSession {
           hint: 'Make sure nothing uses the spare db index, then restore again.',
         });
       }
+    }
+    if (functionsSkipped) {
+      this.ctx.log.warn(`${this.name}: the backup holds ${functionsSkipped} function libraries; Bunker does not restore them (load them with FUNCTION LOAD)`);
     }
     if (skippedExpired) this.ctx.log.info(`${this.name}: skipped ${skippedExpired} keys that had already expired`);
   }
