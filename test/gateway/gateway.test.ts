@@ -224,13 +224,13 @@ describe('holding traffic', () => {
   it('fails the hold and releases traffic when in-flight requests do not drain in time', async () => {
     upstream = await startUpstream();
     await openGateway();
-    const slow = text('/slow?ms=1500');
+    const slow = text('/slow?ms=6000');
     await new Promise((r) => setTimeout(r, 50));
     await expect(holdTraffic({ stateDir, environment: ENV, log: silentLogger, drainTimeoutMs: 200 })).rejects.toSatisfy((e) =>
       isBunkerError(e, 'timeout'),
     );
-    // Traffic flows again at once.
-    expect(await settledWithin(text('/echo'), 500)).toMatchObject({ status: 200 });
+    // Traffic flows again at once (the slow request is still in flight; margin for a busy machine).
+    expect(await settledWithin(text('/echo'), 3_000)).toMatchObject({ status: 200 });
     expect((await slow).status).toBe(200);
   });
 
@@ -288,7 +288,7 @@ describe('holding traffic', () => {
     const results = await Promise.all(held);
     expect(results.every((r) => r.status === 200)).toBe(true);
     // Far below the 30 s hold timeout: the closed control connection released the hold.
-    expect(Date.now() - killedAt).toBeLessThan(2_000);
+    expect(Date.now() - killedAt).toBeLessThan(5_000);
   });
 
   it('loses no held request when the application dies during the hold and comes back', async () => {
