@@ -21,6 +21,12 @@ function fail(err: unknown): never {
 }
 
 const program = buildProgram();
+// `help NAME` for a command that does not exist is a usage error, not the general help.
+const [first, second] = process.argv.slice(2);
+if (first === 'help' && second && !program.commands.some((c) => c.name() === second || c.aliases().includes(second))) {
+  process.stderr.write(`error: unknown command '${second}'\nhint: Run \`bunker help\` for the commands.\n`);
+  process.exit(2);
+}
 try {
   await program.parseAsync(process.argv);
 } catch (err) {

@@ -242,7 +242,13 @@ export async function waitForTurn(
 export async function setProgress(db: CatalogDb, clock: Clock, id: string, percent: number): Promise<void> {
   const now = clock.now().toISOString();
   const progress = Math.max(0, Math.min(100, Math.round(percent)));
-  await db.updateTable('activities').set({ progress, updated_at: now, heartbeat_at: now }).where('id', '=', id).execute();
+  // Only while running: a late write must not turn a finished activity's 100% back into 96%.
+  await db
+    .updateTable('activities')
+    .set({ progress, updated_at: now, heartbeat_at: now })
+    .where('id', '=', id)
+    .where('state', '=', 'in_progress')
+    .execute();
 }
 
 export async function finishActivity(

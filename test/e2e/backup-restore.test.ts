@@ -64,7 +64,7 @@ describe('backup and restore', () => {
     first = backupName(r.stdout);
     seed(p.dir, 'main', 'main-v2', 60, 6);
     const l = await ok(['backup', '-e', 'main', '--live']); // alias, -e, --live
-    expect(l.stderr).toContain('Creating a live backup of main');
+    expect(l.stderr).toContain('Creating a backup of main (live');
     live = backupName(l.stdout);
     expect(live).not.toBe(first);
   });
@@ -197,6 +197,10 @@ describe('backup and restore', () => {
     expect(log.stderr).toContain('complete, success');
     expect((await run(['activity:log', 'aaaaaaaaaaaaaaaaaaaaaaaaaa'])).stderr).toContain('activity aaaaaaaaaaaaaaaaaaaaaaaaaa not found');
     expect((await run(['activity:list', '--type', 'nap'])).code).toBe(2);
+    const complete = (await ok(['activity:list', '--state', 'complete', '--limit', '2', '--format', 'csv', '--no-header', '-c', 'state'])).stdout;
+    expect(complete).toBe('complete\ncomplete\n');
+    expect((await run(['activity:list', '--state', 'pending'])).stderr).toContain('No activities found');
+    expect((await ok(['activity:log', id, '--no-follow'])).stdout).toBe(log.stdout.replace(/^\S+ /gm, ''));
   });
 
   it('backup:delete asks, deletes, and a deleted backup cannot be restored', async () => {

@@ -34,7 +34,7 @@ describe('version, help, completion and usage errors', () => {
   });
 
   it('exits 2 with error: for an unknown command, option or missing argument', async () => {
-    for (const args of [['bogus'], ['backups', '--bogus'], ['activity:log'], ['backup:list', 'a', 'b']]) {
+    for (const args of [['bogus'], ['backups', '--bogus'], ['activity:log'], ['backup:list', 'a', 'b'], ['help', 'bogus'], ['backups', '--format']]) {
       const r = await p.run(args);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(/^error: /m);

@@ -111,6 +111,10 @@ describe('background workers and the activity queue', () => {
     expect((await p.ok(['repo:check'])).stdout).toContain('No errors were found');
     // The environment is free again.
     const next = await p.ok(['backup:create', 'slow'], { env: { SLOW_SECONDS: '0' } });
-    expect(backupName(next.stdout)).toMatch(/^[a-z2-7]{26}$/);
+    const nextId = backupName(next.stdout);
+    // ... and a deletion handed to a worker ends like any other activity.
+    const del = await p.ok(['backup:delete', nextId, '-y', '-W']);
+    expect((await p.ok(['activity:log', activityId(del)])).stdout).toContain(`Deleted backup ${nextId}`);
+    expect((await p.ok(['backup:get', nextId, '-P', 'status'])).stdout.trim()).toBe('deleted');
   });
 });

@@ -103,7 +103,7 @@ export function registerBackupCommands(program: Command): void {
       const cli = Cli.from(command);
       const project = cli.load();
       const env = cli.environment(environment);
-      cli.info(`Creating a ${opts.live ? 'live ' : ''}backup of ${env}`);
+      cli.info(`Creating a backup of ${env}${opts.live ? ' (live: no traffic hold, each service on its own)' : ''}`);
       const signal = cli.interruptSignal();
       const { activity, backupId } = await project.startBackup(env, { live: opts.live === true, wait: opts.wait, ...observer(cli, signal) });
       cli.clearProgress();
