@@ -110,6 +110,19 @@ describe('files engine round trip', () => {
     }
   });
 
+  it('restores a subset into a mount that does not exist yet', async () => {
+    const other = tempDir('rt-subset-new');
+    try {
+      await runRestore(await mountEngine(other).openRestore(restoreCtx(repo, { paths: ['deep/d0/d1'] }), first));
+      const want = describeTree(join(source, 'deep/d0/d1'));
+      expect(diffTrees(want, describeTree(join(other, 'mount/deep/d0/d1')))).toEqual([]);
+      expect(readdirSync(join(other, 'mount'))).toEqual(['deep']);
+      expect(readdirSync(other)).toEqual(['mount']);
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+
   it('backs up incrementally: unchanged files are not read again', async () => {
     writeFileSync(join(source, 'data/text'), 'edited after the first backup');
     const before = t.repo.stats().bytes;

@@ -363,6 +363,13 @@ export class FilesRestoreSession implements RestoreSession {
   /** Creates missing directories on the way to a subset path, refusing any that is not a real directory. */
   private async ensureParents(s: Staged): Promise<Buffer> {
     let path = this.target;
+    const mountSt = await lstatOrNull(path);
+    if (!mountSt) {
+      await fsp.mkdir(path, { mode: 0o700 });
+      await this.applyRootMeta(path);
+    } else if (!mountSt.isDirectory()) {
+      throw new BunkerError('target_mismatch', `mount path ${showPath(this.mount)} exists and is not a directory`, { hint: 'Move it away first.' });
+    }
     for (let i = 0; i < s.parts.length - 1; i++) {
       path = joinPath(path, s.parts[i]!);
       const st = await lstatOrNull(path);
