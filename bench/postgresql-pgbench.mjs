@@ -1,7 +1,7 @@
 // See postgresql-pgbench.sh. Prints wall times and the ratios the issue sets targets for:
 //   backup / pg_dump -Fd -j2 (≤ 1.0)   second backup new bytes / repository (< 1 %)   restore / pg_restore -j2 (≤ 0.8)
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { initRepository } from '../dist/repo/index.js';
@@ -18,18 +18,11 @@ rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 const tag = randomBytes(3).toString('hex');
 const source = `bench_pg_${tag}`;
-const viaPgRestore = `bench_pg_${tag}_pgrestore`;
-const viaBunker = `bench_pg_${tag}_bunker`;
 
 const psql = (sql, db = 'postgres') => execFileSync('psql', ['-X', '-q', '-At', '-d', db, '-c', sql], { env, encoding: 'utf8' }).trim();
 const sh = (cmd, args) => {
   const r = spawnSync(cmd, args, { env, stdio: ['ignore', 'ignore', 'inherit'] });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status})`);
-};
-const timed = async (fn) => {
-  const t0 = process.hrtime.bigint();
-  const value = await fn();
-  return { s: Number(process.hrtime.bigint() - t0) / 1e9, value };
 };
 const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
 const ctx = (extra) => ({ log: silentLogger, progress: () => {}, signal: new AbortController().signal, ...extra });
@@ -39,50 +32,83 @@ const engineFor = (db) => {
   return postgresqlEngine.create('db', postgresqlEngine.configSchema.parse({ url: `${BASE}/${db}` }), { configDir: work, stateDir, log: silentLogger });
 };
 
+// Client-side CPU seconds of this process and the children it has reaped (pg_dump, psql, pg_restore):
+// on a shared machine wall times swing, CPU spent is steadier. Server CPU is not included.
+const cpu = () => {
+  const f = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+  const tick = 100; // USER_HZ
+  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / tick;
+};
+const timed = async (fn) => {
+  const t0 = process.hrtime.bigint();
+  const c0 = cpu();
+  const value = await fn();
+  return { s: Number(process.hrtime.bigint() - t0) / 1e9, cpu: cpu() - c0, value };
+};
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const RUNS = Number(process.env.RUNS ?? 3);
+const created = [source];
+
 try {
   console.log(`pgbench -i -s ${SCALE} ...`);
   psql(`CREATE DATABASE ${source}`);
   sh('pgbench', ['-i', '-q', '-s', String(SCALE), source]);
   const dbSize = Number(psql(`SELECT pg_database_size('${source}')`));
   psql('CHECKPOINT');
-  console.log(`database: ${mb(dbSize)}`);
+  console.log(`database: ${mb(dbSize)}, ${RUNS} runs; each run measures the tools side by side`);
+  const ratios = { backup: [], added: [], restore: [] };
+  const row = (name, t, extra = '') => console.log(`  ${name.padEnd(22)} ${t.s.toFixed(2).padStart(7)} s wall  ${t.cpu.toFixed(2).padStart(6)} s client CPU${extra}`);
 
-  const dumpDir = join(work, 'pg_dump');
-  const pgDump = await timed(() => sh('pg_dump', ['-Fd', '-j2', '-f', dumpDir, source]));
-  console.log(`pg_dump -Fd -j2:        ${pgDump.s.toFixed(2)} s`);
+  for (let run = 1; run <= RUNS; run++) {
+    console.log(`run ${run}`);
+    const dumpDir = join(work, 'pg_dump');
+    rmSync(dumpDir, { recursive: true, force: true });
+    const pgDump = await timed(() => sh('pg_dump', ['-Fd', '-j2', '-f', dumpDir, source]));
+    row('pg_dump -Fd -j2', pgDump);
 
-  const repo = await initRepository({ storage: new FsBackend(join(work, 'repo')), password: 'bench-password-' + tag });
-  const backup = () =>
-    timed(async () => {
-      const engine = engineFor(source);
-      const artifact = await runBackup(await engine.openBackup(ctx({ repo, mode: 'live' })));
-      await repo.flush();
-      return artifact;
+    const repoDir = join(work, 'repo');
+    rmSync(repoDir, { recursive: true, force: true });
+    const repo = await initRepository({ storage: new FsBackend(repoDir), password: 'bench-password-' + tag });
+    const backup = () =>
+      timed(async () => {
+        const engine = engineFor(source);
+        const artifact = await runBackup(await engine.openBackup(ctx({ repo, mode: 'live' })));
+        await repo.flush();
+        return artifact;
+      });
+    const first = await backup();
+    const afterFirst = (await repo.repoStats()).storedBytes;
+    row('bunker backup', first, `   (repository ${mb(afterFirst)}, logical ${mb(first.value.size)})`);
+    const second = await backup();
+    const added = (await repo.repoStats()).storedBytes - afterFirst;
+    row('bunker backup again', second, `   (added ${mb(added)})`);
+
+    const viaPgRestore = `bench_pg_${tag}_pgrestore_${run}`;
+    const viaBunker = `bench_pg_${tag}_bunker_${run}`;
+    created.push(viaPgRestore, viaBunker);
+    psql(`CREATE DATABASE ${viaPgRestore}`);
+    const pgRestore = await timed(() => sh('pg_restore', ['-j2', '-d', viaPgRestore, dumpDir]));
+    row('pg_restore -j2', pgRestore);
+    const restore = await timed(async () => {
+      const engine = engineFor(viaBunker);
+      await runRestore(await engine.openRestore(ctx({ repo, options: {} }), first.value));
     });
-  const first = await backup();
-  const afterFirst = (await repo.repoStats()).storedBytes;
-  console.log(`bunker backup:          ${first.s.toFixed(2)} s   (repository ${mb(afterFirst)}, logical ${mb(first.value.size)})`);
-  const second = await backup();
-  const afterSecond = (await repo.repoStats()).storedBytes;
-  const added = afterSecond - afterFirst;
-  console.log(`bunker backup again:    ${second.s.toFixed(2)} s   (added ${mb(added)})`);
+    row('bunker restore', restore);
+    const counts = (db) => psql('SELECT count(*) FROM pgbench_accounts', db);
+    if (counts(viaBunker) !== counts(source)) throw new Error('restored copy differs from the source');
+    for (const db of [viaPgRestore, viaBunker]) psql(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    await repo.close();
+    ratios.backup.push(first.s / pgDump.s);
+    ratios.added.push((100 * added) / afterFirst);
+    ratios.restore.push(restore.s / pgRestore.s);
+    console.log(`  ratios: backup ${ratios.backup.at(-1).toFixed(2)}, second-backup new bytes ${ratios.added.at(-1).toFixed(3)} %, restore ${ratios.restore.at(-1).toFixed(2)}`);
+  }
 
-  psql(`CREATE DATABASE ${viaPgRestore}`);
-  const pgRestore = await timed(() => sh('pg_restore', ['-j2', '-d', viaPgRestore, dumpDir]));
-  console.log(`pg_restore -j2:         ${pgRestore.s.toFixed(2)} s`);
-  const restore = await timed(async () => {
-    const engine = engineFor(viaBunker);
-    await runRestore(await engine.openRestore(ctx({ repo, options: {} }), first.value));
-  });
-  console.log(`bunker restore:         ${restore.s.toFixed(2)} s`);
-  const counts = (db) => psql('SELECT count(*) FROM pgbench_accounts', db);
-  if (counts(viaBunker) !== counts(source)) throw new Error('restored copy differs from the source');
-  await repo.close();
-
+  const fmt = (xs, d = 2) => `${median(xs).toFixed(d)}   (runs: ${xs.map((x) => x.toFixed(d)).join(', ')})`;
   console.log('');
-  console.log(`backup  / pg_dump -Fd -j2   = ${(first.s / pgDump.s).toFixed(2)}   (target ≤ 1.0)`);
-  console.log(`second backup new bytes     = ${((100 * added) / afterFirst).toFixed(3)} % of the repository   (target < 1 %)`);
-  console.log(`restore / pg_restore -j2    = ${(restore.s / pgRestore.s).toFixed(2)}   (target ≤ 0.8)`);
+  console.log(`median backup  / pg_dump -Fd -j2 = ${fmt(ratios.backup)}   target ≤ 1.0`);
+  console.log(`median second backup new bytes   = ${fmt(ratios.added, 3)} % of the repository   target < 1 %`);
+  console.log(`median restore / pg_restore -j2  = ${fmt(ratios.restore)}   target ≤ 0.8`);
 } finally {
-  for (const db of [source, viaPgRestore, viaBunker]) psql(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  for (const db of created) psql(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
 }

@@ -57,6 +57,8 @@ export class PgBackupSession implements BackupSession {
     const snapshot = this.snapshot;
     if (!snapshot) throw new BunkerError('internal', 'postgresql backup: stream() called before pin()');
     const { repo, log, signal } = this.ctx;
+    const started = Date.now();
+    const phase = (what: string) => log.debug(`postgresql backup: ${what} after ${Date.now() - started} ms`);
     try {
       const info = await databaseInfo(client);
       const tables = await listTables(client);
@@ -66,6 +68,7 @@ export class PgBackupSession implements BackupSession {
       const roles = await referencedRoles(client);
       const largeObjects = await largeObjectCount(client);
       const matviews = await populatedMatviews(client);
+      phase('catalog');
       log.info(`postgresql ${info.name}: ${tables.length} tables, ${sequences.length} sequences, ${largeObjects} large objects`);
 
       const env = toolEnv(this.target, { PGCLIENTENCODING: info.encoding });
@@ -78,6 +81,7 @@ export class PgBackupSession implements BackupSession {
         const [ref] = await Promise.all([writer.done(), ran]);
         streams[key] = ref;
         bytes += ref.size;
+        phase(`${label} (${ref.size} bytes)`);
         this.ctx.progress({ bytes, totalBytes });
       };
 
