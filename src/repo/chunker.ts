@@ -15,13 +15,14 @@ export interface ChunkSizes {
 export const DEFAULT_CHUNK_SIZES: ChunkSizes = { min: 512 * 1024, avg: 1024 * 1024, max: 8 * 1024 * 1024 };
 
 /** 256 pseudo-random 32-bit values from HMAC-SHA-256(key, "bunker-gear-" ‖ block). */
-export function gearTable(key: Uint8Array): Uint32Array {
+export function gearTable(key: Uint8Array): Int32Array {
   const bytes = Buffer.alloc(1024);
   for (let block = 0; block < 32; block++) {
     createHmac('sha256', key).update(`bunker-gear-${block}`).digest().copy(bytes, block * 32);
   }
-  const table = new Uint32Array(256);
-  for (let i = 0; i < 256; i++) table[i] = bytes.readUInt32LE(i * 4);
+  // Int32Array, not Uint32Array: values stay small integers in V8, which keeps the hot loop in int32 arithmetic.
+  const table = new Int32Array(256);
+  for (let i = 0; i < 256; i++) table[i] = bytes.readInt32LE(i * 4);
   return table;
 }
 
@@ -39,14 +40,14 @@ export function validateChunkSizes(s: ChunkSizes): void {
 
 /** Streaming chunker: push() input pieces of any size, collect the finished chunks, finish() the tail. */
 export class Chunker {
-  private readonly gear: Uint32Array;
+  private readonly gear: Int32Array;
   private readonly maskS: number;
   private readonly maskL: number;
   private pending: Buffer[] = [];
   private pendingLen = 0;
   private hash = 0;
 
-  constructor(gear: Uint32Array, private readonly sizes: ChunkSizes = DEFAULT_CHUNK_SIZES) {
+  constructor(gear: Int32Array, private readonly sizes: ChunkSizes = DEFAULT_CHUNK_SIZES) {
     validateChunkSizes(sizes);
     this.gear = gear;
     const bits = Math.round(Math.log2(sizes.avg));
@@ -128,7 +129,7 @@ export class Chunker {
 }
 
 /** Chunks a whole buffer at once (for tests and small inputs). */
-export function chunkBuffer(gear: Uint32Array, data: Buffer, sizes: ChunkSizes = DEFAULT_CHUNK_SIZES): Buffer[] {
+export function chunkBuffer(gear: Int32Array, data: Buffer, sizes: ChunkSizes = DEFAULT_CHUNK_SIZES): Buffer[] {
   const c = new Chunker(gear, sizes);
   const out = c.push(data);
   const last = c.finish();

@@ -59,7 +59,10 @@ function transferable(buf) {
 parentPort.on('message', (msg) => {
   try {
     const input = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
-    if (msg.op === 'seal') {
+    if (msg.op === 'hash') {
+      const id = crypto.createHmac('sha256', idKey).update(input).digest('hex');
+      parentPort.postMessage({ seq: msg.seq, data: msg.data, id }, [msg.data.buffer]);
+    } else if (msg.op === 'seal') {
       const r = sealBlob(input, msg.level);
       const out = transferable(r.sealed);
       parentPort.postMessage({ seq: msg.seq, data: out, compressed: r.compressed }, [out.buffer]);
@@ -74,8 +77,10 @@ parentPort.on('message', (msg) => {
 });
 `;
 
+type Op = 'hash' | 'seal' | 'open';
+
 interface Task {
-  op: 'seal' | 'open';
+  op: Op;
   data: Uint8Array;
   level: number;
   resolve: (msg: WorkerReply) => void;
@@ -110,12 +115,18 @@ export class CodecPool {
   private queue: Task[] = [];
   private seq = 0;
   private closed = false;
-  private readonly size: number;
+  readonly size: number;
   /** Tasks each worker may hold at once: 2 keeps a worker busy while its next input is in transit. */
   private static readonly PER_WORKER = 2;
 
   constructor(private readonly keys: { encKey: Buffer; idKey: Buffer }, size = Math.max(1, Math.min(4, availableParallelism()))) {
     this.size = size;
+  }
+
+  /** HMAC id of a chunk, computed in a worker; returns the chunk too (it travels to the worker and back). */
+  async hash(data: Uint8Array): Promise<{ id: string; data: Buffer }> {
+    const reply = await this.run('hash', data, 0);
+    return { id: reply.id!, data: Buffer.from(reply.data!.buffer, reply.data!.byteOffset, reply.data!.byteLength) };
   }
 
   /** Compresses (unless level is 0 or it does not pay) and encrypts a blob. Consumes `data` (may detach it). */
@@ -139,7 +150,7 @@ export class CodecPool {
     }
   }
 
-  private run(op: 'seal' | 'open', data: Uint8Array, level: number): Promise<WorkerReply> {
+  private run(op: Op, data: Uint8Array, level: number): Promise<WorkerReply> {
     if (this.closed) return Promise.reject(new BunkerError('internal', 'the repository was closed'));
     return new Promise((resolve, reject) => {
       this.queue.push({ op, data, level, resolve, reject });

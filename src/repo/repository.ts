@@ -78,6 +78,8 @@ export const PACK_TRAILER = 8; // u32le header length ‖ "BNKP"
 const PACK_MAGIC = Buffer.from('BNKP');
 const INDEX_EVERY_PACKS = 32;
 const HEX64 = /^[0-9a-f]{64}$/;
+/** Below this, hashing on the main thread is cheaper than a round trip to a worker. */
+const INLINE_HASH_BYTES = 64 * 1024;
 
 export function packName(id: string): string {
   return `data/${id.slice(0, 2)}/${id}`;
@@ -106,7 +108,7 @@ export function parsePackHeader(encKey: Buffer, name: string, tail: Buffer, pack
 }
 
 export class BunkerRepository implements Repository {
-  private readonly gear: Uint32Array;
+  private readonly gear: Int32Array;
   private readonly pool: CodecPool;
   /** Every blob known to be stored: from index files, plus packs this handle wrote. */
   private readonly index = new Map<BlobId, IndexEntry>();
@@ -118,8 +120,6 @@ export class BunkerRepository implements Repository {
   private unindexed: PackRecord[] = [];
   /** Blob stores in progress (seal + pack append); bounded for backpressure. */
   private readonly storing = new Set<Promise<void>>();
-  /** The store task of each blob in `storing`, so a stream can wait for exactly its own blobs. */
-  private readonly storeTasks = new Map<BlobId, Promise<void>>();
   private readonly maxStoring: number;
   private readonly waiters: (() => void)[] = [];
   private failure: unknown;
@@ -135,7 +135,7 @@ export class BunkerRepository implements Repository {
   ) {
     this.gear = gearTable(keys.chunkerKey);
     this.pool = new CodecPool(keys, options.workers);
-    this.maxStoring = 2 * (options.workers ?? 2) + 2;
+    this.maxStoring = 2 * this.pool.size + 1;
   }
 
   get id(): string {
@@ -185,27 +185,50 @@ export class BunkerRepository implements Repository {
     if (this.failure) throw this.failure;
   }
 
-  /** Hashes a chunk and, when new, queues it for sealing and packing. Resolves once there is room for more. */
-  private async addChunk(type: BlobType, chunk: Buffer, onStored?: (bytes: number) => void): Promise<BlobId> {
+  /**
+   * Queues a chunk: hashed (in the pool when large, so hashing overlaps chunking), and when new, sealed
+   * and appended to a pack. Resolves once there is room for more work (backpressure); the inner
+   * `id` resolves to the blob id once the blob is handed to a pack.
+   */
+  private async queueChunk(type: BlobType, chunk: Buffer, onStored?: (bytes: number) => void): Promise<{ id: Promise<BlobId> }> {
     this.assertWritable();
-    const id = blobId(this.keys.idKey, chunk);
     this.totals.chunks++;
     this.totals.bytes += chunk.length;
-    if (!this.hasBlob(id)) {
-      this.pending.add(id);
+    const task = (async (): Promise<BlobId> => {
+      let data = chunk;
+      let id: BlobId;
+      if (chunk.length < INLINE_HASH_BYTES) id = blobId(this.keys.idKey, chunk);
+      else ({ id, data } = await this.pool.hash(chunk));
+      if (this.hasBlob(id)) return id;
+      this.pending.add(id); // check-and-add with no await between: concurrent twins store once
       this.totals.newChunks++;
-      const task = this.storeNew(type, id, chunk, onStored);
-      this.storing.add(task);
-      this.storeTasks.set(id, task);
-      void task.finally(() => {
-        this.storing.delete(task);
-        this.storeTasks.delete(id);
-        this.waiters.shift()?.();
-      });
-      while (this.storing.size >= this.maxStoring) await new Promise<void>((r) => this.waiters.push(r));
-      this.assertWritable();
-    }
-    return id;
+      await this.storeNew(type, id, data, onStored);
+      return id;
+    })();
+    const settled = task.then(
+      () => {},
+      (err: unknown) => {
+        this.failure ??= err;
+      },
+    );
+    this.storing.add(settled);
+    void settled.finally(() => {
+      this.storing.delete(settled);
+      this.waiters.shift()?.();
+    });
+    while (this.storing.size >= this.maxStoring) await new Promise<void>((r) => this.waiters.push(r));
+    this.assertWritable();
+    return { id: task }; // wrapped: returning the promise itself would make callers wait for it
+  }
+
+  /** Waits for queued ids; throws the handle's failure if any store failed. */
+  private async settle(ids: Promise<BlobId>[]): Promise<BlobId[]> {
+    const settled = await Promise.allSettled(ids);
+    if (this.failure) throw this.failure;
+    return settled.map((r) => {
+      if (r.status === 'rejected') throw r.reason;
+      return r.value;
+    });
   }
 
   private async storeNew(type: BlobType, id: BlobId, chunk: Buffer, onStored?: (bytes: number) => void): Promise<void> {
@@ -233,11 +256,12 @@ export class BunkerRepository implements Repository {
     const trailer = Buffer.alloc(PACK_TRAILER);
     trailer.writeUInt32LE(sealedHeader.length, 0);
     PACK_MAGIC.copy(trailer, 4);
-    const body = Buffer.concat([...builder.parts, sealedHeader, trailer]);
+    // Written in parts: no 16 MiB copy of the pack.
+    const parts = [...builder.parts, sealedHeader, trailer];
     builder.parts = [];
-    const id = sha256(body);
-    await this.storage.put(packName(id), body);
-    this.totals.storedBytes += body.length;
+    const id = sha256(parts);
+    await this.storage.put(packName(id), parts);
+    this.totals.storedBytes += parts.reduce((n, p) => n + p.length, 0);
     const record: PackRecord = { id, type: builder.type, blobs: builder.blobs };
     this.addIndexRecords([record]);
     for (const [blob] of builder.blobs) this.pending.delete(blob);
@@ -282,7 +306,7 @@ export class BunkerRepository implements Repository {
 
   writeStream(options: { label?: string } = {}): StreamWriter {
     const chunker = new Chunker(this.gear, this.config.chunker);
-    const ids: BlobId[] = [];
+    const ids: Promise<BlobId>[] = [];
     let size = 0;
     let storedBytes = 0;
     const onStored = (n: number) => (storedBytes += n);
@@ -291,7 +315,7 @@ export class BunkerRepository implements Repository {
     const result = new Promise<StreamRef>((resolve, reject) => (settle = { resolve, reject }));
     result.catch(() => {}); // observed through done(); never an unhandled rejection
     const store = async (chunks: Buffer[]) => {
-      for (const chunk of chunks) ids.push(await this.addChunk('data', chunk, onStored));
+      for (const chunk of chunks) ids.push((await this.queueChunk('data', chunk, onStored)).id);
     };
     const writer = new Writable({
       highWaterMark: 1 << 20,
@@ -302,9 +326,9 @@ export class BunkerRepository implements Repository {
       final: (callback) => {
         const last = chunker.finish();
         store(last ? [last] : [])
-          .then(() => this.waitFor(ids))
-          .then(() => {
-            settle.resolve({ size, chunks: ids });
+          .then(() => this.settle(ids))
+          .then((chunks) => {
+            settle.resolve({ size, chunks });
             callback();
           }, (err) => callback(asWriteError(err, label)));
       },
@@ -316,30 +340,21 @@ export class BunkerRepository implements Repository {
     }) as StreamWriter;
   }
 
-  /** Waits until every blob in `ids` is sealed and handed to a pack (or the store failed). */
-  private async waitFor(ids: BlobId[]): Promise<void> {
-    const tasks = ids.map((id) => this.storeTasks.get(id)).filter((t) => t !== undefined);
-    if (tasks.length > 0) await Promise.all(tasks);
-    if (this.failure) throw this.failure;
-  }
-
   async storeBuffer(data: Uint8Array): Promise<StreamRef> {
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const chunker = new Chunker(this.gear, this.config.chunker);
     const chunks = chunker.push(buf);
     const last = chunker.finish();
     if (last) chunks.push(last);
-    const ids: BlobId[] = [];
-    for (const chunk of chunks) ids.push(await this.addChunk('data', chunk));
-    await this.waitFor(ids);
-    return { size: buf.length, chunks: ids };
+    const ids: Promise<BlobId>[] = [];
+    for (const chunk of chunks) ids.push((await this.queueChunk('data', chunk)).id);
+    return { size: buf.length, chunks: await this.settle(ids) };
   }
 
   async putTree(data: Uint8Array): Promise<BlobId> {
     const copy = Buffer.from(data); // the pool takes ownership of what it seals
-    const id = await this.addChunk('tree', copy);
-    await this.waitFor([id]);
-    return id;
+    const [id] = await this.settle([(await this.queueChunk('tree', copy)).id]);
+    return id!;
   }
 
   // ---------- reading ----------

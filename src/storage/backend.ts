@@ -21,8 +21,9 @@ export interface StorageBackend {
    * Stores `body` under `name`. Atomic: a reader sees either the previous state or the whole new body,
    * never a prefix, even after a crash. Durable once the promise resolves. Overwrites an existing object
    * (the repository names objects by content hash or random id, so an overwrite carries the same bytes).
+   * `body` may be given in parts (a pack's blobs), stored concatenated, so callers need not copy them.
    */
-  put(name: string, body: Uint8Array): Promise<void>;
+  put(name: string, body: Uint8Array | readonly Uint8Array[]): Promise<void>;
 
   /**
    * The object's bytes, or `range.length` bytes from `range.offset`. Read-after-write: an object whose

@@ -29,6 +29,11 @@ describe('FsBackend contract', () => {
     expect(await fsb.list('nothing/')).toEqual([]);
   });
 
+  it('stores a body given in parts as their concatenation', async () => {
+    await fsb.put('data/pack', [Buffer.from('ab'), new Uint8Array([99]), Buffer.alloc(0), Buffer.from('d')]);
+    expect((await fsb.get('data/pack')).toString()).toBe('abcd');
+  });
+
   it('overwrites atomically and leaves no temp file', async () => {
     await fsb.put('config', Buffer.from('one'));
     await fsb.put('config', Buffer.from('two'));

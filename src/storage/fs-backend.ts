@@ -36,7 +36,7 @@ export class FsBackend implements StorageBackend {
     this.knownDirs.add(dir);
   }
 
-  async put(name: string, body: Uint8Array): Promise<void> {
+  async put(name: string, body: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const final = this.path(name);
     const dir = dirname(final);
     const temp = join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
@@ -44,10 +44,12 @@ export class FsBackend implements StorageBackend {
       await this.ensureDir(dir);
       const handle = await fs.open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
       try {
-        let written = 0;
-        while (written < body.length) {
-          const { bytesWritten } = await handle.write(body, written, body.length - written);
-          written += bytesWritten;
+        for (const part of Array.isArray(body) ? body : [body as Uint8Array]) {
+          let written = 0;
+          while (written < part.length) {
+            const { bytesWritten } = await handle.write(part, written, part.length - written);
+            written += bytesWritten;
+          }
         }
         await handle.sync();
       } finally {

@@ -28,7 +28,7 @@ function recording(inner: StorageBackend): StorageBackend & { puts: string[]; fa
     puts: [] as string[],
     failOn: undefined as RegExp | undefined,
     location: inner.location,
-    async put(name: string, body: Uint8Array) {
+    async put(name: string, body: Uint8Array | readonly Uint8Array[]) {
       if (rec.failOn?.test(name)) throw new Error(`injected failure writing ${name}`);
       await inner.put(name, body);
       rec.puts.push(name);
