@@ -299,6 +299,21 @@ describe('sqlite bad input', () => {
     expect(readFileSync(file, 'utf8')).toBe(text);
   });
 
+  it('a cancelled backup fails as aborted and leaves no temp copy', async () => {
+    const source = envDir('cancel');
+    createLedger(join(source, 'app.sqlite'), 'wal', 5000);
+    const controller = new AbortController();
+    const engine = sqliteEngine.create('db', { path: 'app.sqlite' }, engineEnv(source));
+    const session = await engine.openBackup({ ...backupContext(testRepo.repo), signal: controller.signal });
+    await session.prepare();
+    await session.pin();
+    controller.abort();
+    await expectBunkerError(session.stream(), 'aborted', /cancelled/);
+    await session.close();
+    expect(readdirSync(join(source, '.bunker'))).toEqual([]);
+    expect(ledgerState(join(source, 'app.sqlite'))).toMatchObject({ integrity: 'ok', n: 5000 });
+  });
+
   it('probe reports the version and journal mode', async () => {
     const source = envDir('probe');
     createLedger(join(source, 'app.sqlite'), 'wal', 10);

@@ -29,7 +29,7 @@ class SqliteEngine implements Engine {
 
   async probe(): Promise<ProbeResult> {
     const size = await requireDatabaseFile(this.name, this.file);
-    const db = openDatabase(this.name, this.file);
+    const db = await openDatabase(this.name, this.file);
     try {
       return {
         version: `SQLite ${String(db.prepare('SELECT sqlite_version()').pluck().get())}`,

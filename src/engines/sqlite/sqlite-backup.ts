@@ -18,7 +18,7 @@ import { BunkerError } from '../../core/errors.js';
 import { newId } from '../../core/ids.js';
 import type { ServiceArtifact } from '../../repo/types.js';
 import type { BackupContext, BackupSession, EngineEnv } from '../engine.js';
-import { SIDE_SUFFIXES, openDatabase, requireDatabaseFile, sqliteError, unlinkIfPresent, type SqliteDb } from './sqlite-file.js';
+import { SIDE_SUFFIXES, openDatabase, requireDatabaseFile, retryWhileBusy, sqliteError, unlinkIfPresent, type SqliteDb } from './sqlite-file.js';
 
 /** Version of the artifact layout below; restore refuses formats it does not know. */
 export const SQLITE_FORMAT = 1;
@@ -41,7 +41,7 @@ export class SqliteBackupSession implements BackupSession {
 
   async prepare(): Promise<void> {
     await requireDatabaseFile(this.service, this.file);
-    this.db = openDatabase(this.service, this.file);
+    this.db = await openDatabase(this.service, this.file);
     this.journalMode = String(this.db.pragma('journal_mode', { simple: true }));
     this.pageSize = Number(this.db.pragma('page_size', { simple: true }));
     await mkdir(this.env.stateDir, { recursive: true });
@@ -51,8 +51,9 @@ export class SqliteBackupSession implements BackupSession {
     const db = this.requireDb();
     try {
       // BEGIN alone is lazy: the first read takes the snapshot (WAL) or the SHARED lock (rollback journal).
+      // In a safe backup traffic is held, so the lock is free at once; in a live one it may need retries.
       db.exec('BEGIN');
-      db.prepare('SELECT count(*) FROM sqlite_schema').get();
+      await retryWhileBusy(db, () => db.prepare('SELECT count(*) FROM sqlite_schema').get());
       this.pinned = true;
     } catch (err) {
       throw sqliteError(this.service, this.file, err, 'pinning');

@@ -3,6 +3,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { access, open, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { BunkerError } from '../../core/errors.js';
 
@@ -37,15 +38,43 @@ export async function requireDatabaseFile(service: string, file: string): Promis
   return info.size;
 }
 
+/** How long Bunker waits for a read lock that the application's writers keep taking. */
+export const READ_LOCK_WAIT_MS = 15_000;
+
+/**
+ * Runs `attempt` (a statement that needs a read lock) until it stops failing with SQLITE_BUSY.
+ * In rollback-journal mode a busy writer leaves only short gaps between its commits; SQLite's own busy
+ * handler sleeps in growing steps (up to 100 ms) and can miss every gap, so this polls every
+ * millisecond instead.
+ */
+export async function retryWhileBusy<T>(db: SqliteDb, attempt: () => T, waitMs = READ_LOCK_WAIT_MS): Promise<T> {
+  const previous = Number(db.pragma('busy_timeout', { simple: true }));
+  db.pragma('busy_timeout = 0');
+  try {
+    const deadline = performance.now() + waitMs;
+    for (;;) {
+      try {
+        return attempt();
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'SQLITE_BUSY' || performance.now() > deadline) throw err;
+      }
+      await sleep(1);
+    }
+  } finally {
+    db.pragma(`busy_timeout = ${previous}`);
+  }
+}
+
 /**
  * Opens an existing database and proves it is one by reading its schema (better-sqlite3 opens any file
  * lazily; "file is not a database" only shows on the first read).
  */
-export function openDatabase(service: string, file: string, options: { timeoutMs?: number } = {}): SqliteDb {
+export async function openDatabase(service: string, file: string): Promise<SqliteDb> {
   let db: SqliteDb | undefined;
   try {
-    db = new Database(file, { fileMustExist: true, timeout: options.timeoutMs ?? 5000 });
-    db.prepare('SELECT count(*) FROM sqlite_schema').get();
+    db = new Database(file, { fileMustExist: true, timeout: 5000 });
+    const opened = db;
+    await retryWhileBusy(opened, () => opened.prepare('SELECT count(*) FROM sqlite_schema').get());
     return db;
   } catch (err) {
     db?.close();
