@@ -17,6 +17,7 @@ export const FILES_FORMAT = 1;
 const SMALL_FILE = 1 << 20;
 const READ_BLOCK = 1 << 20;
 const FILE_READS = 8;
+const LARGE_FILE_READS = 2;
 const DIR_FANOUT = 4;
 /** Entries described at once per directory: mostly lstat calls, which the thread pool overlaps well. */
 const ENTRY_FANOUT = 64;
@@ -96,6 +97,7 @@ export class FilesBackupSession implements BackupSession {
   /** Hard links read in the current pass: (dev, ino) → the read in flight, so an inode is read once. */
   private linkReads = new Map<string, Promise<ReadResult>>();
   private readonly reads = limiter(FILE_READS);
+  private readonly largeReads = limiter(LARGE_FILE_READS);
   private warnings: string[] = [];
   private warningCount = 0;
   private bytesRead = 0;
@@ -305,7 +307,10 @@ export class FilesBackupSession implements BackupSession {
       } else {
         let read = linked ? this.linkReads.get(inode) : undefined;
         if (!read) {
-          read = this.reads(() => this.readFile(rel, name, path, st));
+          // Large files go through their own, narrower gate: each open stream holds chunker and
+          // pack buffers in the repository, so eight at once would multiply the peak memory.
+          const gate = st.size > BigInt(SMALL_FILE) ? this.largeReads : this.reads;
+          read = gate(() => this.readFile(rel, name, path, st));
           if (linked) this.linkReads.set(inode, read);
         }
         const r = await read;
