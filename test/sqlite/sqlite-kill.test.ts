@@ -94,16 +94,18 @@ it('restore killed at random points: the target is wholly old or wholly new', as
     });
     let out = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d));
-    child.stderr.on('data', (d: Buffer) => (err += d));
-    const exited = once(child, 'exit');
     const t0 = performance.now();
     let stagedAt = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      out += d;
+      if (!stagedAt && out.includes('staged')) stagedAt = performance.now() - t0;
+    });
+    child.stderr.on('data', (d: Buffer) => (err += d));
+    const exited = once(child, 'exit');
     if (killAfterMs !== undefined) {
       void (async () => {
         if (afterStaged) {
-          while (!out.includes('staged') && child.exitCode === null) await sleep(1);
-          stagedAt = performance.now() - t0;
+          while (!stagedAt && child.exitCode === null) await sleep(1);
         }
         await sleep(killAfterMs);
         child.kill('SIGKILL');
@@ -120,11 +122,14 @@ it('restore killed at random points: the target is wholly old or wholly new', as
   expect(state(file)).toEqual({ marker: 'new', rows: NEW_ROWS, integrity: 'ok' });
   expect(readdirSync(target).filter((n) => n.startsWith('app.sqlite'))).toEqual(['app.sqlite']);
 
+  // Half the kills land anywhere in the run; the other half are spread over twice the time from
+  // "staged" to exit, so they hit the commit (and some land after it: the target must then be new).
+  const commitWindow = Math.max(2, full.ms - full.stagedAt);
   const outcomes = { old: 0, new: 0, killed: 0 };
   for (let i = 0; i < 16; i++) {
     resetTarget();
     const afterStaged = i % 2 === 1;
-    const delay = afterStaged ? Math.random() * 8 : Math.random() * full.ms * 1.2;
+    const delay = afterStaged ? ((i - 1) / 14 + Math.random() / 8) * 2 * commitWindow : Math.random() * full.ms * 1.2;
     const result = await run(delay, afterStaged);
     if (result.signal === 'SIGKILL') outcomes.killed++;
     else expect(result.code, result.err).toBe(0);
@@ -138,6 +143,7 @@ it('restore killed at random points: the target is wholly old or wholly new', as
       outcomes.old++;
     }
   }
+  console.log(`sqlite kill test: ${JSON.stringify(outcomes)}, commit window ${commitWindow.toFixed(0)} ms of ${full.ms.toFixed(0)} ms`);
   // The random points covered both sides of the swap, and some runs really were killed.
   expect(outcomes.killed).toBeGreaterThan(0);
   expect(outcomes.old).toBeGreaterThan(0);
