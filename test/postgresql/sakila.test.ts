@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import { backup, createDb, dropDb, engineFor, fingerprint, psqlFile, restore, sql, testLogger, uniqueDb } from './pg-fixture.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
+import { isBunkerError } from '../../src/core/errors.js';
+import { sideNames } from '../../src/engines/postgresql/restore.js';
 
 const SAKILA = '/work/shared/datasets/sakila-postgresql';
 
@@ -54,6 +56,27 @@ describe('postgresql engine: Sakila', () => {
     await restore(engineFor(source), store.repo, artifact, testLogger(lines));
     expect(await fingerprint(source)).toEqual(before);
     expect(lines.some((l) => /ended \d+ connection\(s\) to database/.test(l))).toBe(true);
+  });
+
+  it('refuses a second concurrent restore of the same target; abort() drops the shadow', async () => {
+    const open = () =>
+      engineFor(source).openRestore(
+        { repo: store.repo, log: testLogger(), progress: () => {}, signal: new AbortController().signal, options: {} },
+        artifact,
+      );
+    await sql(source, "UPDATE actor SET last_name = 'CHANGED' WHERE actor_id = 1");
+    const changed = await fingerprint(source);
+    const first = await open();
+    await first.stage();
+    const second = await open();
+    const err = await second.stage().then(() => undefined, (e: unknown) => e);
+    expect(isBunkerError(err, 'locked')).toBe(true);
+    await second.abort();
+    const { shadow } = sideNames(source);
+    expect((await sql('postgres', `SELECT count(*)::int AS n FROM pg_database WHERE datname = '${shadow}'`)).rows[0].n).toBe(1);
+    await first.abort();
+    expect((await sql('postgres', `SELECT count(*)::int AS n FROM pg_database WHERE datname = '${shadow}'`)).rows[0].n).toBe(0);
+    expect(await fingerprint(source)).toEqual(changed);
   });
 
   it('restores into another database name', async () => {

@@ -38,6 +38,8 @@ export class PgRestoreSession implements RestoreSession {
   private readonly meta: PgMeta;
   private readonly names: { shadow: string; old: string };
   private staged = false;
+  /** Holds a session advisory lock on the target's name from stage() until commit() or abort(). */
+  private lockClient: pg.Client | undefined;
 
   constructor(
     private readonly target: PgTarget,
@@ -61,6 +63,7 @@ export class PgRestoreSession implements RestoreSession {
   async stage(): Promise<void> {
     const { log } = this.ctx;
     const { shadow, old } = this.names;
+    await this.lockTarget();
     const work = await mkdtemp(join(this.options.stateDir, 'pg-restore-'));
     try {
       await this.withAdmin(async (admin) => {
@@ -160,12 +163,41 @@ export class PgRestoreSession implements RestoreSession {
       // Only now is the displaced database surplus; a kill before this line leaves it for the next stage() to drop.
       if (exists) await admin.query(`DROP DATABASE IF EXISTS ${ident(old)} WITH (FORCE)`);
     });
+    await this.unlockTarget();
   }
 
   async abort(): Promise<void> {
-    if (!this.staged) return;
-    await this.withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${ident(this.names.shadow)} WITH (FORCE)`));
-    this.staged = false;
+    try {
+      if (this.staged) {
+        await this.withAdmin((admin) => admin.query(`DROP DATABASE IF EXISTS ${ident(this.names.shadow)} WITH (FORCE)`));
+        this.staged = false;
+      }
+    } finally {
+      await this.unlockTarget();
+    }
+  }
+
+  /**
+   * Two restores into the same database would share the shadow's name; the second one is refused.
+   * The lock is a session lock, so a killed restore releases it with its connection.
+   */
+  private async lockTarget(): Promise<void> {
+    const client = await this.connectAdmin();
+    const key = `bunker restore ${this.target.database}`;
+    const { rows } = await client.query('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [key]);
+    if (!rows[0].ok) {
+      await client.end().catch(() => {});
+      throw new BunkerError('locked', `another restore into database ${this.target.database} on ${this.target.display} is running`, {
+        hint: 'Wait for it to finish, then try again.',
+      });
+    }
+    this.lockClient = client;
+  }
+
+  private async unlockTarget(): Promise<void> {
+    const client = this.lockClient;
+    this.lockClient = undefined;
+    await client?.end().catch(() => {});
   }
 
   /** Rows of each table (each part of a split table), largest first, over `jobs` parallel psql sessions. */
@@ -275,27 +307,27 @@ export class PgRestoreSession implements RestoreSession {
   }
 
   /** A connection to the server's maintenance database (postgres, else template1) for CREATE/DROP/RENAME. */
-  private async withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-    let client: pg.Client | undefined;
+  private async connectAdmin(): Promise<pg.Client> {
     let lastErr: unknown;
     for (const db of ['postgres', 'template1']) {
       const c = new pg.Client(clientConfig(withDatabase(this.target, db)));
       c.on('error', () => {});
       try {
         await c.connect();
-        client = c;
-        break;
+        return c;
       } catch (err) {
         lastErr = err;
         await c.end().catch(() => {});
       }
     }
-    if (!client) {
-      throw new BunkerError('unreachable', `cannot connect to PostgreSQL at ${this.target.display}: ${(lastErr as Error)?.message}`, {
-        cause: lastErr,
-        hint: 'Check that the server is running and that the user may connect to the postgres or template1 database.',
-      });
-    }
+    throw new BunkerError('unreachable', `cannot connect to PostgreSQL at ${this.target.display}: ${(lastErr as Error)?.message}`, {
+      cause: lastErr,
+      hint: 'Check that the server is running and that the user may connect to the postgres or template1 database.',
+    });
+  }
+
+  private async withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    const client = await this.connectAdmin();
     try {
       return await fn(client);
     } finally {
