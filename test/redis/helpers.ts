@@ -48,6 +48,8 @@ export interface Throwaway {
 
 export async function startThrowaway(extra: string[] = []): Promise<Throwaway> {
   const dir = await mkdtemp(join(tmpdir(), 'bunker-redis-'));
+  const passwordAt = extra.indexOf('--requirepass');
+  const password = passwordAt >= 0 ? extra[passwordAt + 1] : undefined;
   for (let attempt = 0; attempt < 20; attempt++) {
     const port = 6390 + Math.floor(Math.random() * 500);
     const proc: ChildProcess = spawn(
@@ -61,7 +63,7 @@ export async function startThrowaway(extra: string[] = []): Promise<Throwaway> {
       const started = Date.now();
       const tryPing = () => {
         if (exited) return;
-        const c = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+        const c = new Redis({ port, host: '127.0.0.1', password, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
         c.on('error', () => {});
         c.connect()
           .then(() => c.info('server'))

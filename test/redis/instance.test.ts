@@ -1,5 +1,6 @@
 // Whole-instance backup and restore (no db index in the url) between throwaway servers: another
 // environment, the diskless-sync delay not sat out, and the refusal when no spare db index exists.
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isBunkerError } from '../../src/core/errors.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
@@ -67,6 +68,29 @@ describe('redis whole-instance backup and restore (throwaway servers)', () => {
     expect(await d7.get('in-db-3')).toBe('three');
     expect(await d7.dbsize()).toBe(2);
     d7.disconnect();
+  });
+
+  it('authenticates with the password in the url and never shows it in errors', async () => {
+    const locked = await startThrowaway(['--requirepass', 'pw-Secret-42']);
+    try {
+      const c = new Redis({ port: locked.port, host: '127.0.0.1', password: 'pw-Secret-42', db: 2 });
+      await c.set('guarded', 'value');
+      const url = `redis://:pw-Secret-42@127.0.0.1:${locked.port}`;
+      const art = await backup(t.repo, `${url}/2`);
+      await restore(t.repo, `${url}/4`, art);
+      await c.select(4);
+      expect(await c.get('guarded')).toBe('value');
+      c.disconnect();
+      const err = await backup(t.repo, `redis://:wrong-Secret-99@127.0.0.1:${locked.port}/2`).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(isBunkerError(err, 'unreachable'), String(err)).toBe(true);
+      expect((err as Error).message).toMatch(/authentication failed/);
+      expect((err as Error).message).not.toContain('wrong-Secret-99');
+    } finally {
+      await locked.stop();
+    }
   });
 
   it('refuses a restore when the server has no spare db index, and changes nothing', async () => {
