@@ -332,6 +332,25 @@ describe('sqlite bad input', () => {
     await expectBunkerError(restore(target, 'data/app.sqlite', artifact), 'engine', /cannot create folder .*data/);
   });
 
+  it('gives up with "locked" when the application keeps a write transaction open, changing nothing', async () => {
+    const source = envDir('locked-src');
+    createLedger(join(source, 'app.sqlite'), 'wal', 100);
+    const artifact = await backup(source, 'app.sqlite');
+    const target = envDir('locked-dst');
+    const file = join(target, 'app.sqlite');
+    createLedger(file, 'wal', 9);
+    const app = new Database(file);
+    app.exec('BEGIN IMMEDIATE; UPDATE totals SET n = n WHERE id = 1');
+    try {
+      await expectBunkerError(restore(target, 'app.sqlite', artifact), 'locked', /app\.sqlite/);
+    } finally {
+      app.exec('ROLLBACK');
+      app.close();
+    }
+    expect(readdirSync(target)).toEqual(['app.sqlite']);
+    expect(ledgerState(file)).toMatchObject({ integrity: 'ok', n: 9, rows: 9 });
+  });
+
   it('refuses damaged backups and leaves the target as it was', async () => {
     const source = envDir('damaged-src');
     createLedger(join(source, 'app.sqlite'), 'delete', 2000);
