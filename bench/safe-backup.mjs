@@ -5,7 +5,8 @@
 // hold (p50, p99, max, against the median latency outside the backup), and failed/dropped requests.
 // Usage: bash bench/safe-backup.sh   (env: BENCH_PG_SCALE=30 BENCH_REDIS_KEYS=1000000 BENCH_RPS=200)
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
@@ -31,6 +32,26 @@ async function pgQuery(db, text) {
     await c.end();
   }
 }
+
+// Redis db 10-11 are shared with test/safe-backup: take the same cross-process lock (a dead holder's is taken over).
+const LOCK = join(tmpdir(), 'bunker-test-redis-10-11.lock');
+for (;;) {
+  try {
+    mkdirSync(LOCK);
+    writeFileSync(join(LOCK, 'pid'), String(process.pid));
+    break;
+  } catch {
+    let alive = true;
+    try {
+      process.kill(Number(readFileSync(join(LOCK, 'pid'), 'utf8')), 0);
+    } catch (e) {
+      alive = e.code !== 'ESRCH';
+    }
+    if (!alive) rmSync(LOCK, { recursive: true, force: true });
+    else await new Promise((r) => setTimeout(r, 500));
+  }
+}
+process.on('exit', () => rmSync(LOCK, { recursive: true, force: true }));
 
 // ---- data ----------------------------------------------------------------------------------------
 rmSync(join(WORK, 'project'), { recursive: true, force: true });
@@ -70,14 +91,21 @@ sdb.exec('CREATE TABLE counter (n INTEGER NOT NULL); INSERT INTO counter VALUES 
 sdb.close();
 
 // ---- app, gateway, config -------------------------------------------------------------------------
+let gatewayLog = '';
 function startProcess(args, env, pattern) {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let out = '';
-    child.stdout.on('data', (d) => {
+    const watch = (d) => {
       out += d;
       const m = pattern.exec(out);
       if (m) resolve({ child, match: m });
+    };
+    child.stdout.on('data', watch);
+    // The CLI prints its status lines on stderr.
+    child.stderr.on('data', (d) => {
+      gatewayLog += d;
+      watch(d);
     });
     child.once('exit', (c) => reject(new Error(`${args.join(' ')} exited (${c}): ${out}`)));
   });
@@ -168,8 +196,9 @@ gateway.child.kill('SIGTERM');
 app.child.kill('SIGTERM');
 
 // ---- report ---------------------------------------------------------------------------------------
-const json = JSON.parse(bunker('backup:list', 'production', '--format', 'json'));
-const pauseMs = json[0]?.pause_ms ?? json[0]?.pause ?? null;
+const json = JSON.parse(bunker('backup:list', 'production', '--format', 'json', '-c', 'id', '-c', 'pause'));
+const pauseMs = json[0]?.pause ?? null;
+const drain = /released after [\d.]+ ms \(drain ([\d.]+) ms\)/.exec(gatewayLog)?.[1] ?? 'n/a';
 const pct = (xs, p) => (xs.length ? xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] : NaN);
 const sorted = (xs) => xs.slice().sort((a, b) => a - b);
 const failed = all.filter((r) => !r.ok);
@@ -181,8 +210,9 @@ const during = sorted(all.filter((r) => r.sentAt >= backupStart && r.sentAt <= b
 const f = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
 console.log('\n== safe backup under load ==');
 console.log(`data: pgbench scale ${SCALE}, Redis ${KEYS} keys, 1.1 GB mixed tree mount, SQLite; load ${RPS} requests/s through the gateway`);
-console.log(`backup: ${((backupEnd - backupStart) / 1000).toFixed(1)} s; pause recorded on the backup: ${pauseMs} ms; holds seen by polling: ${holds.map(([a, b]) => `${(b - a).toFixed(0)} ms`).join(', ') || 'none'}`);
-console.log(`requests: ${all.length}, failed or dropped: ${failed.length}${failed.length ? ` (${[...new Set(failed.map((r) => r.status))].join(', ')})` : ''}`);
+console.log(`backup: ${((backupEnd - backupStart) / 1000).toFixed(1)} s; pause recorded on the backup: ${pauseMs} ms (of which draining in-flight requests: ${drain} ms); holds seen by polling: ${holds.map(([a, b]) => `${(b - a).toFixed(0)} ms`).join(', ') || 'none'}`);
+console.log(`load: ${all.length} requests in ${((performance.now() - t0) / 1000).toFixed(0)} s; machine load average ${(await import('node:os')).loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+console.log(`requests: ${all.length}, failed or dropped: ${failed.length}${failed.length ? ` (${[...new Set(failed.map((r) => `${r.status} ${r.body.slice(0, 80)}`))].slice(0, 3).join('; ')})` : ''}`);
 console.log(`latency outside the backup: p50 ${f(baseline)} ms, p99 ${f(pct(outside, 99))} ms`);
 console.log(`latency during the backup: p50 ${f(pct(during, 50))} ms, p99 ${f(pct(during, 99))} ms, max ${f(during.at(-1))} ms`);
 console.log(`added latency of the ${heldOnes.length} requests that overlapped the hold: p50 ${f(pct(added, 50))} ms, p99 ${f(pct(added, 99))} ms, max ${f(added.at(-1))} ms`);

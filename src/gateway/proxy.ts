@@ -248,7 +248,9 @@ export class HoldingProxy {
         `gateway ${this.environment}: ${hold.rejected} request(s) got 503 because the held queue was full (${this.options.maxHeldRequests})`,
       );
     }
-    this.options.log.debug(`gateway ${this.environment}: released after ${report.pauseMs} ms, ${report.heldRequests} request(s) held`);
+    this.options.log.info(
+      `gateway ${this.environment}: released after ${report.pauseMs} ms (drain ${report.drainMs} ms), ${report.heldRequests} request(s) held`,
+    );
     return report;
   }
 
