@@ -124,6 +124,7 @@ export class BunkerRepository implements Repository {
   private readonly waiters: (() => void)[] = [];
   private failure: unknown;
   private flushChain: Promise<void> = Promise.resolve();
+  private packWriteChain: Promise<void> = Promise.resolve();
   private closed = false;
   private totals: WriteStats = { bytes: 0, storedBytes: 0, chunks: 0, newChunks: 0 };
 
@@ -242,12 +243,22 @@ export class BunkerRepository implements Repository {
       builder.size += sealed.length;
       if (builder.size >= this.config.packSize) {
         delete this.open[type];
-        await this.writePack(builder);
+        await this.queuePackWrite(builder);
       }
     } catch (err) {
       this.pending.delete(id);
       this.failure ??= err;
     }
+  }
+
+  /**
+   * Pack writes go one at a time: while one is being fsynced, blobs fill the next pack and then wait,
+   * so at most two packs per type are in memory however slow the storage is.
+   */
+  private queuePackWrite(builder: PackBuilder): Promise<void> {
+    const run = this.packWriteChain.then(() => this.writePack(builder));
+    this.packWriteChain = run.catch(() => {});
+    return run;
   }
 
   private async writePack(builder: PackBuilder): Promise<void> {
@@ -295,9 +306,10 @@ export class BunkerRepository implements Repository {
         const builder = this.open[type];
         if (builder) {
           delete this.open[type];
-          await this.writePack(builder);
+          await this.queuePackWrite(builder);
         }
       }
+      await this.packWriteChain;
       await this.writeIndex();
     });
     this.flushChain = run.catch(() => {});

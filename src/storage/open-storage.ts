@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { BunkerError, redactUrl } from '../core/index.js';
 import type { StorageBackend } from './backend.js';
 import { FsBackend } from './fs-backend.js';
+import { ReplicatedBackend } from './replicated-backend.js';
 
 export interface StorageLocation {
   name: string;
@@ -36,10 +37,7 @@ export function openStorage(locations: StorageLocation[], baseDir: string): Stor
   if (!first) throw new BunkerError('config_invalid', 'no storage location is configured', {
     hint: 'Add at least one location, e.g. file:./backups.',
   });
-  if (locations.length > 1) {
-    throw new BunkerError('config_invalid', `${locations.length} storage locations are configured, but replication is not available yet`, {
-      hint: 'Configure a single location for now.',
-    });
-  }
-  return openLocation(first, baseDir);
+  if (locations.length === 1) return openLocation(first, baseDir);
+  // Several locations: writes need a majority, reads use the first location that has the object.
+  return new ReplicatedBackend(locations.map((l) => openLocation(l, baseDir)));
 }
