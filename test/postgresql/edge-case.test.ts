@@ -21,6 +21,11 @@ describe('postgresql engine: edge cases', () => {
     await createDb(source);
     await sql(source, readFileSync(EDGE_SQL, 'utf8'));
     await sql(source, 'REFRESH MATERIALIZED VIEW order_totals_mat');
+    await sql(
+      source,
+      `ALTER DATABASE ${source} SET work_mem = '7MB'; ALTER DATABASE ${source} SET search_path = "Ünïcode schema", "a ""b""", public;
+       COMMENT ON DATABASE ${source} IS 'edge case ''db''';`,
+    );
     before = await fingerprint(source);
     artifact = await backup(engineFor(source), store.repo);
     await store.repo.flush();
@@ -60,9 +65,19 @@ describe('postgresql engine: edge cases', () => {
     expect(audit.rows[0].n).toBe(1);
   });
 
-  it('restores into another database with the same content', async () => {
+  it('restores into another database with the same content, settings and comment', async () => {
     await restore(engineFor(copy), store.repo, artifact);
     expect(await fingerprint(copy)).toEqual(before);
+    const props = (db: string) =>
+      sql(
+        'postgres',
+        `SELECT s.setconfig AS settings, shobj_description(d.oid, 'pg_database') AS comment FROM pg_database d
+         LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0 WHERE d.datname = '${db}'`,
+      ).then((r) => r.rows[0]);
+    const expected = await props(source);
+    expect(expected.settings).toEqual(['work_mem=7MB', 'search_path="Ünïcode schema", "a ""b""", public']);
+    expect(expected.comment).toBe("edge case 'db'");
+    expect(await props(copy)).toEqual(expected);
   });
 });
 

@@ -135,6 +135,8 @@ export class PgBackupSession implements BackupSession {
         roles,
         largeObjects,
         matviews,
+        settings: info.settings,
+        comment: info.comment,
       };
       return {
         engine: 'postgresql',

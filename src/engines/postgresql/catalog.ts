@@ -25,6 +25,9 @@ export interface SequenceEntry {
 
 export interface DatabaseInfo {
   name: string;
+  /** `ALTER DATABASE … SET` entries as the catalog keeps them ("name=value"). */
+  settings: string[];
+  comment: string | null;
   encoding: string;
   collate: string;
   ctype: string;
@@ -45,11 +48,15 @@ export async function databaseInfo(client: pg.Client): Promise<DatabaseInfo> {
     SELECT d.datname AS name, pg_encoding_to_char(d.encoding) AS encoding, d.datcollate AS collate,
            d.datctype AS ctype, pg_get_userbyid(d.datdba) AS owner,
            current_setting('server_version') AS server_version,
-           current_setting('server_version_num')::int AS server_version_num
+           current_setting('server_version_num')::int AS server_version_num,
+           coalesce((SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}') AS settings,
+           shobj_description(d.oid, 'pg_database') AS comment
     FROM pg_database d WHERE d.datname = current_database()`);
   const r = rows[0];
   return {
     name: r.name,
+    settings: r.settings,
+    comment: r.comment,
     encoding: r.encoding,
     collate: r.collate,
     ctype: r.ctype,

@@ -3,6 +3,7 @@ import { isBunkerError } from '../../core/errors.js';
 import { silentLogger } from '../../core/log.js';
 import { parsePgUrl, toolEnv } from './connection.js';
 import { postgresqlEngine } from './index.js';
+import { splitSettingList } from './restore.js';
 
 describe('postgresql connection settings', () => {
   it('parses a URL into parts and keeps the password out of the display form', () => {
@@ -52,5 +53,13 @@ describe('postgresql connection settings', () => {
     expect(isBunkerError(err, 'unreachable')).toBe(true);
     expect((err as Error).message).not.toContain('pa55word-x');
     expect((err as { hint?: string }).hint).toMatch(/server is running/);
+  });
+});
+
+describe('splitSettingList', () => {
+  it('splits list settings the way PostgreSQL stores them', () => {
+    expect(splitSettingList('"$user", public')).toEqual(['$user', 'public']);
+    expect(splitSettingList('"a ""b""",x y , "c,d"')).toEqual(['a "b"', 'x y', 'c,d']);
+    expect(splitSettingList('single')).toEqual(['single']);
   });
 });

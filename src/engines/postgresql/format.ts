@@ -45,4 +45,7 @@ export interface PgMeta {
   largeObjects: number;
   /** Populated materialized views, dependencies first; refreshed after post-data. */
   matviews: string[];
+  /** Database-wide settings ("name=value") and comment; absent in artifacts of earlier builds. */
+  settings?: string[];
+  comment?: string | null;
 }

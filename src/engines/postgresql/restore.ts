@@ -25,6 +25,36 @@ export function sideNames(target: string): { shadow: string; old: string } {
 /** maintenance_work_mem for the shadow's index builds, per parallel job. */
 const LOAD_SORT_MEMORY = '256MB';
 
+/** Settings whose value is a list of (possibly double-quoted) names; ALTER DATABASE takes them element by element. */
+const LIST_SETTINGS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries']);
+
+/** Splits `"a b", public` into ['a b', 'public'] (double quotes group, "" is a literal quote). */
+export function splitSettingList(value: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i < value.length) {
+    while (value[i] === ' ' || value[i] === '\t') i++;
+    let item = '';
+    if (value[i] === '"') {
+      i++;
+      while (i < value.length) {
+        if (value[i] === '"' && value[i + 1] === '"') (item += '"'), (i += 2);
+        else if (value[i] === '"') {
+          i++;
+          break;
+        } else item += value[i++];
+      }
+      while (i < value.length && value[i] !== ',') i++;
+    } else {
+      while (i < value.length && value[i] !== ',') item += value[i++];
+      item = item.trim();
+    }
+    out.push(item);
+    i++; // the comma
+  }
+  return out;
+}
+
 const ident = (name: string) => `"${name.replace(/"/g, '""')}"`;
 const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
@@ -86,6 +116,7 @@ export class PgRestoreSession implements RestoreSession {
         );
       });
       this.staged = true;
+      await this.withAdmin((admin) => this.applyDatabaseProperties(admin, shadow));
       log.info(`postgresql restore: building ${this.target.database} in shadow database ${shadow}`);
 
       // The shadow is private until the swap: no need to wait for each commit's WAL flush (the swap's
@@ -175,6 +206,23 @@ export class PgRestoreSession implements RestoreSession {
     } finally {
       await this.unlockTarget();
     }
+  }
+
+  /**
+   * Database-wide settings and the comment (pg_dump writes these only with --create, which would name
+   * the original database). Values go in as string literals; list settings such as search_path are
+   * split into their elements first, as pg_dump does, so nothing from the backup is run as SQL text.
+   */
+  private async applyDatabaseProperties(admin: pg.Client, shadow: string): Promise<void> {
+    for (const entry of this.meta.settings ?? []) {
+      const eq = entry.indexOf('=');
+      if (eq <= 0) continue;
+      const name = entry.slice(0, eq);
+      const value = entry.slice(eq + 1);
+      const values = LIST_SETTINGS.has(name.toLowerCase()) ? splitSettingList(value) : [value];
+      await admin.query(`ALTER DATABASE ${ident(shadow)} SET ${ident(name)} TO ${values.map(literal).join(', ')}`);
+    }
+    if (this.meta.comment) await admin.query(`COMMENT ON DATABASE ${ident(shadow)} IS ${literal(this.meta.comment)}`);
   }
 
   /**
