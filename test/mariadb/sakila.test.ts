@@ -58,6 +58,29 @@ afterAll(async () => {
 });
 
 describe('mariadb engine on Sakila', () => {
+  it('stops a backup cancelled mid-copy with an aborted error, and closes cleanly', async () => {
+    const controller = new AbortController();
+    const session = await engine(source).openBackup({
+      repo: repo.repo,
+      log: silentLogger,
+      progress: () => controller.abort(),
+      signal: controller.signal,
+      mode: 'live',
+    });
+    const err = await runBackup(session).catch((e) => e);
+    expect(err.code).toBe('aborted');
+    // The connections were released (the server may take a moment to notice a dropped one).
+    const conn = await admin(source);
+    let open = -1;
+    for (let i = 0; i < 50 && open !== 0; i++) {
+      if (i > 0) await new Promise((res) => setTimeout(res, 100));
+      const [[r]] = await conn.query<any[]>('SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()', [source]);
+      open = Number(r.n);
+    }
+    await conn.end();
+    expect(open).toBe(0);
+  });
+
   it('restores every object and row after damage, and into another database', async () => {
     const before = await fingerprint(source);
     expect(Object.keys(before.rows).length).toBe(16);

@@ -210,12 +210,17 @@ export class MariadbBackup implements BackupSession {
     const raw = (conn as unknown as { connection: CbConnection }).connection;
     await new Promise<void>((resolve, reject) => {
       let failed = false;
-      const fail = (err: unknown) => {
+      const fail = (err: unknown, dropConnection = false) => {
         if (failed) return;
         failed = true;
+        this.ctx.signal.removeEventListener('abort', onAbort);
         writer.destroy();
+        // A half-read result cannot be abandoned on a live connection: drop it (close() copes).
+        if (dropConnection) raw.destroy();
         reject(err);
       };
+      const onAbort = () => fail(new BunkerError('aborted', 'mariadb: backup cancelled'), true);
+      this.ctx.signal.addEventListener('abort', onAbort, { once: true });
       const query = raw.query({
         sql,
         rowsAsArray: true,
@@ -233,12 +238,13 @@ export class MariadbBackup implements BackupSession {
       });
       query.on('end', () => {
         if (failed) return;
+        this.ctx.signal.removeEventListener('abort', onAbort);
         const last = encoder.take();
         if (last.length) onBytes(last.length);
         if (last.length) writer.end(last, () => resolve());
         else writer.end(() => resolve());
       });
-      writer.on('error', fail);
+      writer.on('error', (err) => fail(err, true));
     });
     return { ref: await writer.done(), rows: encoder.rows };
   }
