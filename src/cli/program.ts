@@ -1,13 +1,15 @@
 // The command tree: global options, then each command group from ./commands.
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { registerActivityCommands } from './commands/activity.js';
-import { registerBackupCommands } from './commands/backup.js';
-import { registerCompletionCommand } from './commands/completion.js';
-import { registerEnvironmentCommands } from './commands/environment.js';
-import { registerGatewayCommand } from './commands/gateway.js';
-import { registerQuickstartCommand } from './commands/quickstart.js';
-import { registerRepoCommands } from './commands/repo.js';
+import {
+  registerActivityCommands,
+  registerBackupCommands,
+  registerCompletionCommand,
+  registerEnvironmentCommands,
+  registerGatewayCommand,
+  registerQuickstartCommand,
+  registerRepoCommands,
+} from './commands/index.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
