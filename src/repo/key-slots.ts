@@ -74,6 +74,7 @@ export async function unlockKeySlots(
       details: { object: 'keys/' },
     });
   }
+  const mismatched: string[] = [];
   for (const info of slots) {
     let slot: KeySlotFile;
     try {
@@ -90,6 +91,14 @@ export async function unlockKeySlots(
     if (!material || material.length !== 96) continue;
     const keys = decodeMasterKeys(material);
     if (await accept(keys)) return { keys, slotId: info.name.slice(KEYS_PREFIX.length), slotCount: slots.length };
+    mismatched.push(info.name);
+  }
+  if (mismatched.length > 0) {
+    // The password was right for a slot, but its keys do not open the config: damage, not a typo.
+    throw new BunkerError('corrupt', `the password opens ${mismatched.join(', ')}, but its keys do not open the repository's config (the config is damaged, or the key slot belongs to another repository)`, {
+      hint: 'Restore `config` and `keys/` from another copy of the repository.',
+      details: { object: 'config' },
+    });
   }
   throw new BunkerError('wrong_password', `the password does not open the repository at ${storage.location}`, {
     hint: 'Check BUNKER_PASSWORD / BUNKER_PASSWORD_FILE.',

@@ -81,7 +81,19 @@ describe('key slots', () => {
     // Copy a's slot into b: it unwraps with "same", but its keys do not open b's config.
     const slot = (await a.list('keys/'))[0]!;
     await b.put(slot.name, await a.get(slot.name));
-    await expect(openRepository({ storage: b, password: 'same' })).rejects.toMatchObject({ code: 'wrong_password' });
+    await expect(openRepository({ storage: b, password: 'same' })).rejects.toMatchObject({ code: 'corrupt' });
     await (await openRepository({ storage: b, password: 'other' })).close();
+  });
+
+  it('a damaged config is reported as corrupt, naming it, not as a wrong password', async () => {
+    const storage = await emptyStorage();
+    await (await initRepository({ storage, password: 'pw', kdf: 'fast' })).close();
+    const config = await storage.get('config');
+    config[config.length - 1]! ^= 1;
+    await storage.put('config', config);
+    const err = await openRepository({ storage, password: 'pw' }).then(() => null, (e: unknown) => e as Error & { code: string });
+    expect(err?.code).toBe('corrupt');
+    expect(err?.message).toContain('config');
+    await expect(openRepository({ storage, password: 'not it' })).rejects.toMatchObject({ code: 'wrong_password' });
   });
 });
