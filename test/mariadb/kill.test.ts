@@ -95,7 +95,8 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  await dropDb(db);
+  // Also what a failed run left of a killed restore.
+  await dropDb(db, ...(await leftovers(db)));
   await repo?.cleanup();
 });
 
