@@ -30,6 +30,18 @@ async function settledWithin<T>(p: Promise<T>, ms: number): Promise<T | 'pending
   return Promise.race([p, new Promise<'pending'>((r) => setTimeout(() => r('pending'), ms))]);
 }
 
+/** Waits until `n` requests wait in the held queue (requests take a moment to arrive on a busy machine). */
+async function waitQueued(n: number): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  let queued = 0;
+  while (Date.now() < deadline) {
+    queued = (await gatewayStatus(stateDir, ENV))?.queued ?? 0;
+    if (queued >= n) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`only ${queued} of ${n} requests reached the held queue`);
+}
+
 async function text(path: string, init?: RequestInit): Promise<{ status: number; body: string; headers: Headers }> {
   const res = await fetch(base + path, init);
   return { status: res.status, body: await res.text(), headers: res.headers };
@@ -161,9 +173,9 @@ describe('holding traffic', () => {
 
     const before = upstream.hits.get('/echo') ?? 0;
     const held = Array.from({ length: 20 }, (_, i) => text(`/echo?i=${i}`));
+    await waitQueued(20);
     expect(await settledWithin(Promise.race(held), 300)).toBe('pending');
     expect(upstream.hits.get('/echo') ?? 0).toBe(before);
-    expect((await gatewayStatus(stateDir, ENV))?.queued).toBe(20);
 
     const report = await hold!.release();
     const results = await Promise.all(held);
@@ -199,7 +211,9 @@ describe('holding traffic', () => {
     await openGateway({ maxHeldRequests: 3 });
     const hold = await holdTraffic({ stateDir, environment: ENV, log: silentLogger });
     const requests = Array.from({ length: 5 }, () => text('/echo'));
-    const rejected = await Promise.all(requests.map((r) => settledWithin(r, 300)));
+    await waitQueued(3);
+    for (let i = 0; i < 500 && ((await gatewayStatus(stateDir, ENV))?.rejected ?? 0) < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    const rejected = await Promise.all(requests.map((r) => settledWithin(r, 1_000)));
     const turnedAway = rejected.filter((r) => typeof r !== 'string');
     expect(turnedAway).toHaveLength(2);
     for (const r of turnedAway) {
@@ -255,7 +269,7 @@ describe('holding traffic', () => {
       () => 'answered',
       () => 'aborted',
     );
-    await new Promise((r) => setTimeout(r, 100));
+    await waitQueued(1);
     controller.abort();
     expect(await gone).toBe('aborted');
     await new Promise((r) => setTimeout(r, 100));
@@ -282,6 +296,7 @@ describe('holding traffic', () => {
       child.once('exit', (code) => reject(new Error(`holder exited early (${code})`)));
     });
     const held = Array.from({ length: 10 }, () => text('/echo'));
+    await waitQueued(10);
     expect(await settledWithin(Promise.race(held), 300)).toBe('pending');
     const killedAt = Date.now();
     child.kill('SIGKILL');
@@ -297,6 +312,7 @@ describe('holding traffic', () => {
     expect((await text('/echo')).status).toBe(200); // a kept-alive upstream connection exists now
     const hold = await holdTraffic({ stateDir, environment: ENV, log: silentLogger });
     const held = Array.from({ length: 15 }, (_, i) => text(`/echo?i=${i}`));
+    await waitQueued(15);
     await upstream.stop();
     await new Promise((r) => setTimeout(r, 100));
     const report = await hold!.release();
