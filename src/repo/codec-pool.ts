@@ -2,7 +2,8 @@
 // hashing on the main thread overlap with zstd and AES-GCM on the other core(s).
 //
 // Blob plaintext format before sealing: one flag byte (0 = stored raw, 1 = zstd) then the payload.
-// Incompressible chunks (zstd saves under 3 %) are stored raw so reading them costs no decompression.
+// Incompressible chunks (zstd saves under 3 %, judged on samples for large chunks) are stored raw, so
+// neither storing nor reading them costs compression work.
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -29,9 +30,17 @@ const encKey = Buffer.from(workerData.encKey);
 const idKey = Buffer.from(workerData.idKey);
 const FLAG_RAW = Buffer.from([0]);
 const FLAG_ZSTD = Buffer.from([1]);
+// Large chunks of random-looking data (media, encrypted or already compressed files) are common:
+// three 16 KiB samples at level 1 tell cheaply whether compressing the whole chunk can pay.
+function looksIncompressible(data) {
+  if (data.length < 256 * 1024) return false;
+  const n = 16 * 1024, mid = (data.length >> 1) - (n >> 1);
+  const sample = Buffer.concat([data.subarray(0, n), data.subarray(mid, mid + n), data.subarray(data.length - n)]);
+  return zstd.compress(sample, { compressionLevel: 1 }).length >= sample.length * 0.97;
+}
 function sealBlob(data, level) {
   let payload = data, flag = FLAG_RAW, compressed = false;
-  if (level > 0 && data.length > 64) {
+  if (level > 0 && data.length > 64 && !looksIncompressible(data)) {
     const z = zstd.compress(data, { compressionLevel: level });
     if (z.length < data.length * 0.97) { payload = z; flag = FLAG_ZSTD; compressed = true; }
   }
