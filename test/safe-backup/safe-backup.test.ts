@@ -53,7 +53,8 @@ async function backupUnderLoad(live: boolean) {
   return { results, backup, productionFinal, restored };
 }
 
-describe('safe backup under load', () => {
+// Generous: the fixture waits for the other safe-backup file's test to free Redis db 10-11.
+describe('safe backup under load', { timeout: 300_000 }, () => {
   it('holds requests briefly, loses none, and restores four equal counters', async () => {
     const { results, backup, productionFinal, restored } = await backupUnderLoad(false);
     expect(results.length).toBeGreaterThan(400);
