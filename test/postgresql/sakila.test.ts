@@ -1,4 +1,5 @@
 // Sakila round trip through the real server: backup, damage, restore in place and into another database.
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import { backup, createDb, dropDb, engineFor, fingerprint, psqlFile, restore, sql, testLogger, uniqueDb } from './pg-fixture.js';
@@ -6,7 +7,8 @@ import type { ServiceArtifact } from '../../src/repo/types.js';
 import { isBunkerError } from '../../src/core/errors.js';
 import { sideNames } from '../../src/engines/postgresql/restore.js';
 
-const SAKILA = '/work/shared/datasets/sakila-postgresql';
+// shared/ sits beside the checkout (locally and in CI).
+const SAKILA = fileURLToPath(new URL('../../../shared/datasets/sakila-postgresql', import.meta.url));
 
 describe('postgresql engine: Sakila', () => {
   const source = uniqueDb('sakila');
