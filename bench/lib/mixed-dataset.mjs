@@ -10,7 +10,7 @@ import { join } from 'node:path';
 function randomBlock(index, size) {
   const key = Buffer.alloc(32, 7);
   const iv = Buffer.alloc(16);
-  iv.writeUInt32BE(index, 12);
+  iv.writeUInt32BE(index, 0); // high bytes: each file its own keystream (CTR counts up in the low bytes)
   return createCipheriv('aes-256-ctr', key, iv).update(Buffer.alloc(size));
 }
 
