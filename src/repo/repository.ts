@@ -80,6 +80,12 @@ const INDEX_EVERY_PACKS = 32;
 const HEX64 = /^[0-9a-f]{64}$/;
 /** Below this, hashing on the main thread is cheaper than a round trip to a worker. */
 const INLINE_HASH_BYTES = 64 * 1024;
+/** writeStream() batches writes smaller than this into one buffer before chunking them. */
+const STAGE_BYTES = 256 * 1024;
+/** readStream() keeps up to this much plaintext read and decrypted ahead of its consumer. */
+const READ_AHEAD_BYTES = 24 * 1024 * 1024;
+/** Longest ranged read readStream() merges consecutive blobs into. */
+const MAX_RUN_BYTES = 8 * 1024 * 1024;
 
 export function packName(id: string): string {
   return `data/${id.slice(0, 2)}/${id}`;
@@ -329,18 +335,67 @@ export class BunkerRepository implements Repository {
     const store = async (chunks: Buffer[]) => {
       for (const chunk of chunks) ids.push((await this.queueChunk('data', chunk, onStored)).id);
     };
+    // Small writes (database rows) are copied into a staging buffer and chunked in STAGE_BYTES batches:
+    // no per-write concat, subarray or promise, and the writer never pins its callers' buffers.
+    // The stage is allocated lazily and handed to the chunker when full, so an idle stream holds none.
+    let stage: Buffer | null = null;
+    let staged = 0;
+    const takeStage = (): Buffer[] => {
+      if (!stage || staged === 0) return [];
+      const full = stage.subarray(0, staged);
+      stage = null;
+      staged = 0;
+      return chunker.push(full);
+    };
+    const accept = (data: Buffer, out: Buffer[]): void => {
+      size += data.length;
+      if (data.length >= STAGE_BYTES) {
+        out.push(...takeStage(), ...chunker.push(data));
+        return;
+      }
+      let from = 0;
+      while (from < data.length) {
+        stage ??= Buffer.allocUnsafeSlow(STAGE_BYTES);
+        const n = data.copy(stage, staged, from);
+        staged += n;
+        from += n;
+        if (staged === STAGE_BYTES) out.push(...takeStage());
+      }
+    };
+    const handOn = (chunks: Buffer[], callback: (err?: Error | null) => void): void => {
+      if (chunks.length === 0) return callback(); // nothing to store yet: no promise round trip
+      store(chunks).then(() => callback(), (err) => callback(asWriteError(err, label)));
+    };
     const writer = new Writable({
       highWaterMark: 1 << 20,
       write: (data: Buffer, _encoding, callback) => {
-        size += data.length;
-        store(chunker.push(data)).then(() => callback(), (err) => callback(asWriteError(err, label)));
+        const chunks: Buffer[] = [];
+        try {
+          this.assertWritable();
+          accept(data, chunks);
+        } catch (err) {
+          return callback(asWriteError(err, label));
+        }
+        handOn(chunks, callback);
+      },
+      writev: (entries, callback) => {
+        const chunks: Buffer[] = [];
+        try {
+          this.assertWritable();
+          for (const { chunk } of entries) accept(chunk as Buffer, chunks);
+        } catch (err) {
+          return callback(asWriteError(err, label));
+        }
+        handOn(chunks, callback);
       },
       final: (callback) => {
+        const chunks = takeStage();
         const last = chunker.finish();
-        store(last ? [last] : [])
+        if (last) chunks.push(last);
+        store(chunks)
           .then(() => this.settle(ids))
-          .then((chunks) => {
-            settle.resolve({ size, chunks });
+          .then((refs) => {
+            settle.resolve({ size, chunks: refs });
             callback();
           }, (err) => callback(asWriteError(err, label)));
       },
@@ -371,13 +426,11 @@ export class BunkerRepository implements Repository {
 
   // ---------- reading ----------
 
-  /** Reads, decrypts and verifies one blob. */
-  async readBlob(id: BlobId): Promise<Buffer> {
-    if (typeof id !== 'string' || !HEX64.test(id)) {
-      throw new BunkerError('usage', `not a blob id: ${JSON.stringify(id)}`);
-    }
+  /** The index entry of a blob, loading index files written since we opened if needed. */
+  private async entryFor(id: BlobId): Promise<IndexEntry> {
     let entry = this.index.get(id);
-    if (!entry && this.pending.has(id)) {
+    if (entry) return entry;
+    if (this.pending.has(id)) {
       await this.flush();
       entry = this.index.get(id);
     }
@@ -391,37 +444,82 @@ export class BunkerRepository implements Repository {
         details: { object: id },
       });
     }
+    return entry;
+  }
+
+  /** One ranged read of a pack; a missing pack is reported as corruption naming the blob. */
+  private async readPackRange(entry: IndexEntry, offset: number, length: number, id: BlobId): Promise<Buffer> {
     const name = packName(entry.pack);
-    let sealed: Buffer;
     try {
-      sealed = await this.storage.get(name, { offset: entry.offset, length: entry.length });
+      return await this.storage.get(name, { offset, length });
     } catch (err) {
       if (isNotFound(err)) throw corrupt(`pack ${name} (holding blob ${id}) is missing`, name);
       throw err;
     }
+  }
+
+  /** Decrypts a sealed blob in the pool and checks it against its id and length. */
+  private async openBlob(id: BlobId, entry: IndexEntry, sealed: Uint8Array): Promise<Buffer> {
+    const name = packName(entry.pack);
     const what = `blob ${id} in pack ${name}`;
     const { plain, id: actual } = await this.pool.open(sealed, what);
     if (actual !== id || plain.length !== entry.rawLength) throw corrupt(`${what} does not match its id`, name);
     return plain;
   }
 
+  /** Reads, decrypts and verifies one blob. */
+  async readBlob(id: BlobId): Promise<Buffer> {
+    if (typeof id !== 'string' || !HEX64.test(id)) {
+      throw new BunkerError('usage', `not a blob id: ${JSON.stringify(id)}`);
+    }
+    const entry = await this.entryFor(id);
+    return this.openBlob(id, entry, await this.readPackRange(entry, entry.offset, entry.length, id));
+  }
+
+  /**
+   * Streams the chunks back in order. Blobs that lie back to back in one pack (the usual case: a stream
+   * is written in order) are fetched with one ranged read, and reads and decryption run ahead of the
+   * consumer by up to READ_AHEAD_BYTES of plaintext, so storage and both cores stay busy.
+   */
   readStream(ref: StreamRef, options: { highWaterMark?: number } = {}): Readable {
     const ids = validateRef(ref);
-    const readAhead = 4;
     const self = this;
     async function* blobs(): AsyncGenerator<Buffer> {
-      const ahead: Promise<Buffer>[] = [];
+      const ahead: { plain: Promise<Buffer>; bytes: number }[] = [];
+      let aheadBytes = 0;
       let next = 0;
       let total = 0;
-      const schedule = () => {
-        const p = self.readBlob(ids[next++]!);
-        p.catch(() => {}); // awaited below, in order
-        ahead.push(p);
+      const scheduleRun = async () => {
+        // A run: consecutive ids whose blobs are contiguous in one pack, at most MAX_RUN_BYTES.
+        const firstId = ids[next]!;
+        const first = await self.entryFor(firstId);
+        const run: { id: BlobId; entry: IndexEntry }[] = [{ id: firstId, entry: first }];
+        let end = first.offset + first.length;
+        next++;
+        while (next < ids.length && end - first.offset < MAX_RUN_BYTES) {
+          const entry = self.index.get(ids[next]!);
+          if (!entry || entry.pack !== first.pack || entry.offset !== end) break;
+          run.push({ id: ids[next]!, entry });
+          end += entry.length;
+          next++;
+        }
+        const body = self.readPackRange(first, first.offset, end - first.offset, firstId);
+        body.catch(() => {}); // observed through each blob's promise
+        for (const { id, entry } of run) {
+          const rel = entry.offset - first.offset;
+          // Own copy per blob: the pool transfers (detaches) what it decrypts.
+          const plain = body.then((b) => self.openBlob(id, entry, Buffer.from(b.subarray(rel, rel + entry.length))));
+          plain.catch(() => {}); // awaited below, in order
+          ahead.push({ plain, bytes: entry.rawLength });
+          aheadBytes += entry.rawLength;
+        }
       };
-      while (next < ids.length && ahead.length < readAhead) schedule();
-      while (ahead.length > 0) {
-        const buf = await ahead.shift()!;
-        if (next < ids.length) schedule();
+      for (;;) {
+        while (next < ids.length && (ahead.length === 0 || aheadBytes < READ_AHEAD_BYTES)) await scheduleRun();
+        const head = ahead.shift();
+        if (!head) break;
+        const buf = await head.plain;
+        aheadBytes -= head.bytes;
         total += buf.length;
         yield buf;
       }
