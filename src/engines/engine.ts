@@ -29,7 +29,8 @@ export interface ProbeResult {
 }
 
 export interface BackupContext {
-  repo: RepoWriter;
+  /** Writes the backup; getTree lets incremental engines read the parent's trees. */
+  repo: RepoWriter & Pick<RepoReader, 'getTree'>;
   /** The same service's artifact in the environment's previous complete backup: incremental engines reuse it. */
   parent?: ServiceArtifact;
   log: Logger;
