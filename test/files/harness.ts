@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { silentLogger } from '../../src/core/log.js';
 import type { BackupContext, Engine, RestoreContext, RestoreOptions } from '../../src/engines/engine.js';
 import { filesEngine } from '../../src/engines/files/index.js';
-import type { RepoReader, RepoWriter, ServiceArtifact } from '../../src/repo/types.js';
+import type { RepoReader, ServiceArtifact } from '../../src/repo/types.js';
 
 export function tempDir(label: string): string {
   return mkdtempSync(join(tmpdir(), `bunker-files-${label}-`));
@@ -16,7 +16,7 @@ export function mountEngine(configDir: string, path = 'mount', exclude?: string[
   return filesEngine.create('uploads', { path, exclude }, { configDir, stateDir: join(configDir, '.state'), log: silentLogger });
 }
 
-export function backupCtx(repo: RepoWriter, parent?: ServiceArtifact): BackupContext {
+export function backupCtx(repo: BackupContext['repo'], parent?: ServiceArtifact): BackupContext {
   return { repo, parent, log: silentLogger, progress: () => {}, signal: new AbortController().signal, mode: 'live' };
 }
 

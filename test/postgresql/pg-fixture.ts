@@ -9,9 +9,9 @@ import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { createLogger, type Logger } from '../../src/core/log.js';
-import { runBackup, runRestore, type Engine } from '../../src/engines/engine.js';
+import { runBackup, runRestore, type BackupContext, type Engine } from '../../src/engines/engine.js';
 import { postgresqlEngine } from '../../src/engines/postgresql/index.js';
-import type { RepoReader, RepoWriter, ServiceArtifact } from '../../src/repo/types.js';
+import type { RepoReader, ServiceArtifact } from '../../src/repo/types.js';
 
 const run = promisify(execFile);
 export const PG_BASE = 'postgresql://postgres@127.0.0.1:5432';
@@ -106,7 +106,7 @@ export function engineFor(db: string, extra: Record<string, unknown> = {}, log: 
   return postgresqlEngine.create('db', config, { configDir: stateDir, stateDir, log });
 }
 
-export async function backup(engine: Engine, repo: RepoWriter, log: Logger = testLogger()): Promise<ServiceArtifact> {
+export async function backup(engine: Engine, repo: BackupContext['repo'], log: Logger = testLogger()): Promise<ServiceArtifact> {
   const session = await engine.openBackup({
     repo,
     log,

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../../src/core/log.js';
 import type { BackupContext, EngineEnv, RestoreContext } from '../../src/engines/engine.js';
-import type { RepoReader, RepoWriter } from '../../src/repo/types.js';
+import type { RepoReader } from '../../src/repo/types.js';
 
 export function tempDir(prefix: string): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), `bunker-${prefix}-`));
@@ -15,7 +15,7 @@ export function engineEnv(configDir: string, stateDir = join(configDir, '.bunker
   return { configDir, stateDir, log: silentLogger };
 }
 
-export function backupContext(repo: RepoWriter, mode: 'safe' | 'live' = 'live'): BackupContext {
+export function backupContext(repo: BackupContext['repo'], mode: 'safe' | 'live' = 'live'): BackupContext {
   return { repo, log: silentLogger, progress: () => {}, signal: new AbortController().signal, mode };
 }
 
