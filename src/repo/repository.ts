@@ -80,12 +80,14 @@ const INDEX_EVERY_PACKS = 32;
 const HEX64 = /^[0-9a-f]{64}$/;
 /** Below this, hashing on the main thread is cheaper than a round trip to a worker. */
 const INLINE_HASH_BYTES = 64 * 1024;
-/** writeStream() batches writes smaller than this into one buffer before chunking them. */
+/** writeStream() batches writes smaller than STAGE_DIRECT into one STAGE_BYTES buffer before chunking them. */
 const STAGE_BYTES = 256 * 1024;
+/** Writes at least this large go to the chunker as they are: copying them would cost more than it saves. */
+const STAGE_DIRECT = 32 * 1024;
 /** readStream() keeps up to this much plaintext read and decrypted ahead of its consumer. */
-const READ_AHEAD_BYTES = 24 * 1024 * 1024;
+const READ_AHEAD_BYTES = 12 * 1024 * 1024;
 /** Longest ranged read readStream() merges consecutive blobs into. */
-const MAX_RUN_BYTES = 8 * 1024 * 1024;
+const MAX_RUN_BYTES = 4 * 1024 * 1024;
 
 export function packName(id: string): string {
   return `data/${id.slice(0, 2)}/${id}`;
@@ -142,7 +144,7 @@ export class BunkerRepository implements Repository {
   ) {
     this.gear = gearTable(keys.chunkerKey);
     this.pool = new CodecPool(keys, options.workers);
-    this.maxStoring = 2 * this.pool.size + 1;
+    this.maxStoring = this.pool.size + 2;
   }
 
   get id(): string {
@@ -349,7 +351,7 @@ export class BunkerRepository implements Repository {
     };
     const accept = (data: Buffer, out: Buffer[]): void => {
       size += data.length;
-      if (data.length >= STAGE_BYTES) {
+      if (data.length >= STAGE_DIRECT) {
         out.push(...takeStage(), ...chunker.push(data));
         return;
       }
