@@ -1,12 +1,15 @@
-// Backup of one mount. prepare() reads and stores every file while traffic flows (reusing the parent
-// backup's chunk lists for unchanged files) and keeps each directory's entries as an encoded tree in
-// memory; pin() is a stat-only walk that marks the directories whose entries changed since then;
-// stream() rescans only those (re-reading only changed files) and writes the tree objects bottom-up.
-import { constants as FS, promises as fsp, type BigIntStats } from 'node:fs';
+// Backup of one mount. prepare() watches every directory (inotify through fs.watch) from before it
+// lists it, reads and stores every file while traffic flows (reusing the parent backup's chunk lists
+// for unchanged files) and keeps each directory's entries as an encoded tree in memory. pin() rescans
+// only the directories that had events since their pre-pass listing and stores the changed files'
+// contents then, inside the hold, so the artifact is the mount as of the pin. stream() only writes
+// the tree objects bottom-up. Without usable change tracking, pin() stat-walks every entry instead.
+import { constants as FS, promises as fsp, readFileSync, watch, type BigIntStats, type FSWatcher } from 'node:fs';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { pipeline } from 'node:stream/promises';
 import { BunkerError } from '../../core/errors.js';
 import type { BackupContext, BackupSession } from '../engine.js';
-import type { BlobId, RepoReader, ServiceArtifact, StreamRef } from '../../repo/types.js';
+import type { BlobId, ServiceArtifact, StreamRef } from '../../repo/types.js';
 import { decodeTree, encodeTree, FLAG_SPARSE, FLAG_UNSTABLE, type EntryType, type TreeEntry } from '../../repo/tree.js';
 import { nativeFs } from './native.js';
 import { compileExcludes, joinPath, limiter, mapLimit, nameKey, showPath } from './paths.js';
@@ -24,6 +27,28 @@ const ENTRY_FANOUT = 64;
 const MAX_WARNINGS = 100;
 /** Stands in for a subdirectory's tree id in the trees kept between prepare() and stream(). */
 const PENDING_ID: BlobId = '0'.repeat(64);
+/** Beyond this many watched directories per mount, pin() stat-walks instead (inotify watches are a per-user budget). */
+const MAX_WATCHES = 65_536;
+
+/**
+ * libuv drops inotify's queue-overflow event, so an overflow cannot be seen directly. Every event of
+ * one read burst is delivered within one turn of the event loop; a burst near the kernel's queue size
+ * (shared by every watcher in the process) means events may have been lost. Sessions compare this
+ * epoch at pin() with the one they started with.
+ */
+const QUEUE_SIZE = (() => {
+  try {
+    return Number(readFileSync('/proc/sys/fs/inotify/max_queued_events', 'utf8')) || 16_384;
+  } catch {
+    return 16_384;
+  }
+})();
+let burst = 0;
+let overflowEpoch = 0;
+function countEvent(): void {
+  if (burst++ === 0) setImmediate(() => (burst = 0));
+  if (burst === Math.floor(QUEUE_SIZE / 4)) overflowEpoch++;
+}
 
 export function entryType(st: BigIntStats): EntryType | undefined {
   if (st.isFile()) return 'file';
@@ -87,11 +112,21 @@ export class FilesBackupSession implements BackupSession {
   private readonly rootBuf: Buffer;
   private readonly excluded: (relPath: string) => boolean;
   private readonly hasExcludes: boolean;
-  private readonly reader: RepoReader | undefined;
-  /** Encoded entries of every directory seen by prepare(), keyed by relative path (latin1). */
+  /** Encoded entries of every directory seen by prepare() (brought up to date by pin()), keyed by relative path (latin1). */
   private prepared = new Map<string, Buffer>();
-  private dirty = new Set<string>();
   private pinned = false;
+  private rootMeta: RootMeta | undefined;
+  /** Watched directories and the inode watched: a directory replaced since has lost its watch. */
+  private watchers = new Map<string, { watcher: FSWatcher; ino: bigint }>();
+  /** Directories with events since the pre-pass began listing them. */
+  private changed = new Set<string>();
+  /** Directories whose watch saw themselves moved or deleted: rescanned whole by pin(). */
+  private lostWatch = new Set<string>();
+  /** Why change tracking cannot be trusted (pin() then stat-walks everything). */
+  private watchFailure: string | undefined;
+  private startEpoch = overflowEpoch;
+  /** Directories holding hard-linked files: a write through another name gives no event here. */
+  private linkDirs = new Set<string>();
   /** Hard links: (dev, ino) → the link group number shared by every name of that inode. */
   private linkGroups = new Map<string, number>();
   /** Hard links read in the current pass: (dev, ino) → the read in flight, so an inode is read once. */
@@ -111,13 +146,10 @@ export class FilesBackupSession implements BackupSession {
     this.rootBuf = Buffer.from(root);
     this.excluded = compileExcludes(excludes);
     this.hasExcludes = excludes.length > 0;
-    // The contract hands engines a RepoWriter; the repository object behind it also reads, which is
-    // what incremental backups need to load the parent's trees.
-    const repo = ctx.repo as unknown as Partial<RepoReader>;
-    this.reader = typeof repo.getTree === 'function' ? (ctx.repo as unknown as RepoReader) : undefined;
   }
 
   async prepare(): Promise<void> {
+    this.startEpoch = overflowEpoch;
     let rootSt: BigIntStats;
     try {
       rootSt = await fsp.lstat(this.root, { bigint: true });
@@ -134,17 +166,14 @@ export class FilesBackupSession implements BackupSession {
     }
     const parent = this.ctx.parent;
     let parentRoot: BlobId | undefined;
-    if (parent && parent.engine === 'files' && parent.format === FILES_FORMAT && parent.trees.root) {
-      if (this.reader) parentRoot = parent.trees.root;
-      else this.ctx.log.debug('files: the repository handle cannot read trees; reading every file');
-    }
+    if (parent && parent.engine === 'files' && parent.format === FILES_FORMAT && parent.trees.root) parentRoot = parent.trees.root;
     await this.prepareDir('', this.rootBuf, parentRoot);
   }
 
   private async prepareDir(rel: string, abs: Buffer, prevTree: BlobId | undefined): Promise<void> {
     // The parent's tree is fetched while the directory is listed.
     const prevLoad = prevTree
-      ? this.reader!.getTree(prevTree).then(
+      ? this.ctx.repo.getTree(prevTree).then(
           (blob) => byName(decodeTree(blob)),
           (err: unknown) => {
             this.ctx.log.warn(`files: parent tree of ${showPath(Buffer.from(rel || '.', 'latin1'))} unreadable, reading its files again: ${(err as Error).message}`);
@@ -152,8 +181,12 @@ export class FilesBackupSession implements BackupSession {
           },
         )
       : undefined;
+    // Watched before it is listed: any change after the listing starts has an event.
+    await this.watchDir(rel, abs);
+    this.changed.delete(rel);
     const [entries, prev] = await Promise.all([this.scanDir(rel, abs, prevLoad), prevLoad]);
     this.prepared.set(rel, encodeTree(entries));
+    if (entries.some((e) => e.linkGroup !== undefined)) this.linkDirs.add(rel);
     const dirs = entries.filter((e) => e.type === 'dir');
     await mapLimit(dirs, DIR_FANOUT, (e) => {
       const p = prev?.get(nameKey(e.name));
@@ -161,20 +194,124 @@ export class FilesBackupSession implements BackupSession {
     });
   }
 
+  private async watchDir(rel: string, abs: Buffer): Promise<void> {
+    if (this.watchFailure) return;
+    if (this.watchers.size >= MAX_WATCHES) return this.failWatching(`more than ${MAX_WATCHES} directories`);
+    const base = rel ? Buffer.from(rel.slice(rel.lastIndexOf('/') + 1), 'latin1') : Buffer.from(this.root.slice(this.root.lastIndexOf('/') + 1));
+    let watcher: FSWatcher;
+    try {
+      watcher = watch(abs, { persistent: false, encoding: 'buffer' }, (type, name) => {
+        countEvent();
+        this.changed.add(rel);
+        // The watch reports its own directory's move or deletion under the directory's own name (a
+        // child of that name is treated alike: a needless full rescan, never a missed change).
+        if (type === 'rename' && name && base.equals(name as unknown as Buffer)) this.lostWatch.add(rel);
+      });
+    } catch (err) {
+      if (isMissing(err)) return; // gone already: its parent had an event
+      return this.failWatching((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'the inotify watch limit was reached' : (err as Error).message);
+    }
+    watcher.on('error', (err) => this.failWatching(err.message));
+    try {
+      const st = await fsp.lstat(abs, { bigint: true });
+      this.watchers.set(rel, { watcher, ino: st.ino });
+    } catch (err) {
+      watcher.close();
+      if (!isMissing(err)) throw err;
+    }
+  }
+
+  private failWatching(reason: string): void {
+    if (this.watchFailure) return;
+    this.watchFailure = reason;
+    this.closeWatchers();
+  }
+
+  private closeWatchers(): void {
+    for (const { watcher } of this.watchers.values()) watcher.close();
+    this.watchers.clear();
+  }
+
   /**
-   * Stat-only walk: marks directories whose entries differ from what prepare() recorded. Stats run
-   * in parallel on the thread pool: on this kind of machine that beats a synchronous loop severalfold.
+   * Brings the pre-pass's trees up to the present and stores every file changed since, so the
+   * artifact is the mount as of this call. Only directories with watch events (or without a valid
+   * watch) are listed again; without change tracking, a stat walk of every entry finds them.
    */
   async pin(): Promise<void> {
-    this.dirty.clear();
-    await this.pinDir('', this.rootBuf);
+    // Two turns of the event loop: the second one's poll phase reads every inotify event queued
+    // before this call, wherever in the loop pin() was called from.
+    await nextTurn();
+    await nextTurn();
+    if (!this.watchFailure && overflowEpoch !== this.startEpoch) this.failWatching('the inotify event queue may have overflowed');
+    this.linkReads.clear(); // contents read now, not the pre-pass's
+    const rootSt = await fsp.lstat(this.root, { bigint: true });
+    this.rootMeta = {
+      mode: Number(rootSt.mode & 0o7777n),
+      uid: Number(rootSt.uid),
+      gid: Number(rootSt.gid),
+      mtimeNs: rootSt.mtimeNs.toString(),
+      xattrs: nativeFs().userXattrs(this.rootBuf).map(([n, v]) => [n.toString('base64'), v.toString('base64')]),
+    };
+    let dirty: Set<string>;
+    let tracked: boolean;
+    if (this.watchFailure) {
+      this.ctx.log.info(`files: change tracking unavailable (${this.watchFailure}); pin() stat-walks every entry of ${showPath(this.rootBuf)}`);
+      dirty = new Set();
+      await this.statWalk('', this.rootBuf, dirty);
+      tracked = false;
+    } else {
+      dirty = new Set([...this.changed, ...this.linkDirs]);
+      tracked = true;
+    }
+    // The ancestors of dirty directories are walked (decoded, not listed) to reach them.
+    const onPath = new Set<string>();
+    for (const rel of dirty) {
+      for (let i = rel.lastIndexOf('/'); i > 0; i = rel.lastIndexOf('/', i - 1)) onPath.add(rel.slice(0, i));
+      if (rel) onPath.add('');
+    }
+    const rootTrusted = !tracked || this.trusted('', rootSt.ino);
+    await this.refreshDir('', this.rootBuf, dirty, onPath, tracked, !rootTrusted);
     this.pinned = true;
   }
 
-  private async pinDir(rel: string, abs: Buffer): Promise<void> {
+  /** A tracked directory is trusted when its watch still covers the same inode and saw nothing of its own move. */
+  private trusted(rel: string, ino: bigint): boolean {
+    const w = this.watchers.get(rel);
+    return w !== undefined && w.ino === ino && !this.lostWatch.has(rel);
+  }
+
+  private async refreshDir(rel: string, abs: Buffer, dirty: Set<string>, onPath: Set<string>, tracked: boolean, rescan: boolean): Promise<void> {
+    const cached = this.prepared.get(rel);
+    const relist = rescan || dirty.has(rel) || cached === undefined;
+    const entries = relist ? await this.scanDir(rel, abs, cached ? byName(decodeTree(cached)) : undefined) : decodeTree(cached);
+    let patched = false;
+    await mapLimit(
+      entries.filter((e) => e.type === 'dir'),
+      DIR_FANOUT,
+      async (e) => {
+        const child = childRel(rel, e.name);
+        const childAbs = joinPath(abs, e.name);
+        const untrusted = tracked && !this.trusted(child, e.ino);
+        if (untrusted || dirty.has(child) || onPath.has(child)) await this.refreshDir(child, childAbs, dirty, onPath, tracked, untrusted);
+        // A change inside a directory changes its own mtime, which its parent's entry records and
+        // which raises no event in the parent.
+        if (!relist && dirty.has(child)) {
+          const fresh = await this.describe(rel, childAbs, e.name, undefined);
+          if (fresh?.type === 'dir') {
+            Object.assign(e, { ...fresh, subtree: PENDING_ID });
+            patched = true;
+          }
+        }
+      },
+    );
+    if (relist || patched) this.prepared.set(rel, encodeTree(entries));
+  }
+
+  /** The fallback: a stat of every entry, adding to `dirty` the directories that differ from the pre-pass. */
+  private async statWalk(rel: string, abs: Buffer, dirty: Set<string>): Promise<void> {
     const cached = this.prepared.get(rel);
     if (!cached) {
-      this.dirty.add(rel); // new since prepare(): stream() scans it whole
+      dirty.add(rel); // new since prepare(): listed whole
       return;
     }
     const prev = byName(decodeTree(cached));
@@ -199,26 +336,19 @@ export class FilesBackupSession implements BackupSession {
         return;
       }
       const type = entryType(st);
-      if (!p || !type || !unchanged(p, st, type)) isDirty = true;
+      if (!p || !type || !unchanged(p, st, type) || (p.flags & FLAG_UNSTABLE) !== 0) isDirty = true;
       if (type === 'dir') subdirs.push(name);
     });
-    if (isDirty) this.dirty.add(rel);
-    await mapLimit(subdirs, DIR_FANOUT, (name) => this.pinDir(childRel(rel, name), joinPath(abs, name)));
+    if (isDirty) dirty.add(rel);
+    await mapLimit(subdirs, DIR_FANOUT, (name) => this.statWalk(childRel(rel, name), joinPath(abs, name), dirty));
   }
 
   async stream(): Promise<ServiceArtifact> {
     if (!this.pinned) await this.pin();
-    this.linkReads.clear(); // contents read after the pin, not the pre-pass's
-    const rootSt = await fsp.lstat(this.root, { bigint: true });
+    this.closeWatchers();
     const totals = { files: 0, dirs: 0, size: 0 };
-    const rootId = await this.buildDir('', this.rootBuf, totals);
-    const root: RootMeta = {
-      mode: Number(rootSt.mode & 0o7777n),
-      uid: Number(rootSt.uid),
-      gid: Number(rootSt.gid),
-      mtimeNs: rootSt.mtimeNs.toString(),
-      xattrs: nativeFs().userXattrs(this.rootBuf).map(([n, v]) => [n.toString('base64'), v.toString('base64')]),
-    };
+    const rootId = await this.buildDir('', totals);
+    const root = this.rootMeta!;
     if (this.warningCount > MAX_WARNINGS) this.warnings.push(`... and ${this.warningCount - MAX_WARNINGS} more warnings`);
     return {
       engine: 'files',
@@ -232,11 +362,12 @@ export class FilesBackupSession implements BackupSession {
   }
 
   /** Writes the tree of one directory (after its subdirectories) and returns its id. */
-  private async buildDir(rel: string, abs: Buffer, totals: { files: number; dirs: number; size: number }): Promise<BlobId> {
+  private async buildDir(rel: string, totals: { files: number; dirs: number; size: number }): Promise<BlobId> {
     const cached = this.prepared.get(rel);
-    this.prepared.delete(rel); // built once; frees the pre-pass's copy as the walk goes
-    const clean = cached !== undefined && !this.dirty.has(rel);
-    const entries = clean ? decodeTree(cached) : await this.scanDir(rel, abs, cached ? byName(decodeTree(cached)) : undefined);
+    this.prepared.delete(rel); // built once; frees the copy as the walk goes
+    // pin() listed every directory the pinned trees reach that the pre-pass had not.
+    if (cached === undefined) throw new BunkerError('engine', `internal error: no entries recorded for ${showPath(Buffer.from(rel || '.', 'latin1'))}`);
+    const entries = decodeTree(cached);
     totals.dirs++;
     let subdirs = 0;
     for (const e of entries) {
@@ -246,12 +377,12 @@ export class FilesBackupSession implements BackupSession {
       totals.size += e.content?.size ?? 0;
     }
     // A clean directory without subdirectories is already encoded exactly as it will be stored.
-    if (clean && subdirs === 0) return this.ctx.repo.putTree(cached);
+    if (subdirs === 0) return this.ctx.repo.putTree(cached);
     await mapLimit(
       entries.filter((e) => e.type === 'dir'),
       DIR_FANOUT,
       async (e) => {
-        e.subtree = await this.buildDir(childRel(rel, e.name), joinPath(abs, e.name), totals);
+        e.subtree = await this.buildDir(childRel(rel, e.name), totals);
       },
     );
     return this.ctx.repo.putTree(encodeTree(entries));
@@ -445,6 +576,7 @@ export class FilesBackupSession implements BackupSession {
   }
 
   async close(): Promise<void> {
+    this.closeWatchers();
     this.prepared.clear();
     this.linkReads.clear();
   }
