@@ -223,7 +223,9 @@ export class BunkerRepository implements Repository {
     this.storing.add(settled);
     void settled.finally(() => {
       this.storing.delete(settled);
-      this.waiters.shift()?.();
+      // Wake every waiter to re-check: waking one per settled task loses wake-ups when a woken
+      // stream adds no task (it was finishing), leaving other streams waiting on an idle queue.
+      for (const wake of this.waiters.splice(0)) wake();
     });
     while (this.storing.size >= this.maxStoring) await new Promise<void>((r) => this.waiters.push(r));
     this.assertWritable();

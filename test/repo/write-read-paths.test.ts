@@ -83,6 +83,14 @@ describe('writeStream small writes and readStream merged reads', () => {
     await expect(read()).rejects.toThrow(/failed authentication|does not match/);
   }, 60_000);
 
+  it('many concurrent streams of small writes all finish (no lost wake-up under backpressure)', async () => {
+    t = await createTestRepo();
+    const streams = Array.from({ length: 24 }, (_, i) => randomBytes(2 * MiB + i * 1000));
+    const refs = await Promise.all(streams.map((data, i) => writeInPieces(t!, data, 400, 10 + i)));
+    await t.repo.flush();
+    for (const [i, ref] of refs.entries()) expect((await readAll(t, ref)).equals(streams[i]!)).toBe(true);
+  }, 60_000);
+
   it('a write after the stream failed reports the failure instead of taking data', async () => {
     t = await createTestRepo();
     const w = t.repo.writeStream({ label: 'late' });
