@@ -94,6 +94,8 @@ describe('files engine pin', () => {
       writeFileSync(join(m, 'perm/f'), 'x');
       writeFileSync(join(m, 'target-old'), 'overwritten by a rename');
       symlinkSync('somewhere', join(m, 'link'));
+      mkdirSync(join(m, 'many'));
+      for (let i = 0; i < 300; i++) writeFileSync(join(m, `many/f${i}`), `v1 ${i}`);
     });
     await session.prepare();
     writeFileSync(join(mount, 'keep/deep/deeper/edited'), 'v2 is longer');
@@ -110,6 +112,9 @@ describe('files engine pin', () => {
     renameSync(join(mount, 'tmp'), join(mount, 'target-old'));
     rmSync(join(mount, 'link'));
     symlinkSync('elsewhere', join(mount, 'link'));
+    // More changed names than pin() remembers per directory: that directory is listed again whole.
+    for (let i = 0; i < 300; i++) writeFileSync(join(mount, `many/f${i}`), `v2 ${i}`);
+    rmSync(join(mount, 'many/f7'));
     await session.pin();
     const atPin = describeTree(mount, { withRoot: true });
     const artifact = await finish(session);
@@ -119,6 +124,8 @@ describe('files engine pin', () => {
     expect(got.get('/links/two/b')?.sha256).toBe(atPin.get('/links/one/a')?.sha256);
     expect(got.has('/keep/moved-here/inner/f')).toBe(true);
     expect(got.has('/moved')).toBe(false);
+    expect(got.has('/many/f7')).toBe(false);
+    expect(got.get('/many/f299')?.size).toBe('v2 299'.length);
   });
 
   it('falls back to a stat walk when inotify events may have been lost, and says so', async () => {

@@ -29,6 +29,8 @@ const MAX_WARNINGS = 100;
 const PENDING_ID: BlobId = '0'.repeat(64);
 /** Beyond this many watched directories per mount, pin() stat-walks instead (inotify watches are a per-user budget). */
 const MAX_WATCHES = 65_536;
+/** Names remembered per directory from its events; beyond this, pin() lists the directory again. */
+const MAX_CHANGED_NAMES = 256;
 
 /**
  * libuv drops inotify's queue-overflow event, so an overflow cannot be seen directly. Every event of
@@ -118,8 +120,8 @@ export class FilesBackupSession implements BackupSession {
   private rootMeta: RootMeta | undefined;
   /** Watched directories and the inode watched: a directory replaced since has lost its watch. */
   private watchers = new Map<string, { watcher: FSWatcher; ino: bigint }>();
-  /** Directories with events since the pre-pass began listing them. */
-  private changed = new Set<string>();
+  /** Directories with events since the pre-pass began listing them: the names the events named, or 'all'. */
+  private changed = new Map<string, Set<string> | 'all'>();
   /** Directories whose watch saw themselves moved or deleted: rescanned whole by pin(). */
   private lostWatch = new Set<string>();
   /** Why change tracking cannot be trusted (pin() then stat-walks everything). */
@@ -202,7 +204,11 @@ export class FilesBackupSession implements BackupSession {
     try {
       watcher = watch(abs, { persistent: false, encoding: 'buffer' }, (type, name) => {
         countEvent();
-        this.changed.add(rel);
+        const names = this.changed.get(rel);
+        if (names === 'all') return;
+        if (!name || (names && names.size >= MAX_CHANGED_NAMES)) this.changed.set(rel, 'all');
+        else if (names) names.add(nameKey(name as unknown as Buffer));
+        else this.changed.set(rel, new Set([nameKey(name as unknown as Buffer)]));
         // The watch reports its own directory's move or deletion under the directory's own name (a
         // child of that name is treated alike: a needless full rescan, never a missed change).
         if (type === 'rename' && name && base.equals(name as unknown as Buffer)) this.lostWatch.add(rel);
@@ -252,20 +258,22 @@ export class FilesBackupSession implements BackupSession {
       mtimeNs: rootSt.mtimeNs.toString(),
       xattrs: nativeFs().userXattrs(this.rootBuf).map(([n, v]) => [n.toString('base64'), v.toString('base64')]),
     };
-    let dirty: Set<string>;
+    let dirty: Map<string, Set<string> | 'all'>;
     let tracked: boolean;
     if (this.watchFailure) {
       this.ctx.log.info(`files: change tracking unavailable (${this.watchFailure}); pin() stat-walks every entry of ${showPath(this.rootBuf)}`);
-      dirty = new Set();
-      await this.statWalk('', this.rootBuf, dirty);
+      const walked = new Set<string>();
+      await this.statWalk('', this.rootBuf, walked);
+      dirty = new Map([...walked].map((rel) => [rel, 'all']));
       tracked = false;
     } else {
-      dirty = new Set([...this.changed, ...this.linkDirs]);
+      dirty = new Map(this.changed);
+      for (const rel of this.linkDirs) dirty.set(rel, 'all');
       tracked = true;
     }
     // The ancestors of dirty directories are walked (decoded, not listed) to reach them.
     const onPath = new Set<string>();
-    for (const rel of dirty) {
+    for (const rel of dirty.keys()) {
       for (let i = rel.lastIndexOf('/'); i > 0; i = rel.lastIndexOf('/', i - 1)) onPath.add(rel.slice(0, i));
       if (rel) onPath.add('');
     }
@@ -280,10 +288,33 @@ export class FilesBackupSession implements BackupSession {
     return w !== undefined && w.ino === ino && !this.lostWatch.has(rel);
   }
 
-  private async refreshDir(rel: string, abs: Buffer, dirty: Set<string>, onPath: Set<string>, tracked: boolean, rescan: boolean): Promise<void> {
+  private async refreshDir(
+    rel: string,
+    abs: Buffer,
+    dirty: Map<string, Set<string> | 'all'>,
+    onPath: Set<string>,
+    tracked: boolean,
+    rescan: boolean,
+  ): Promise<void> {
     const cached = this.prepared.get(rel);
-    const relist = rescan || dirty.has(rel) || cached === undefined;
-    const entries = relist ? await this.scanDir(rel, abs, cached ? byName(decodeTree(cached)) : undefined) : decodeTree(cached);
+    const names = dirty.get(rel);
+    const fullScan = cached === undefined || rescan || names === 'all';
+    let entries: TreeEntry[];
+    if (fullScan) {
+      entries = await this.scanDir(rel, abs, cached ? byName(decodeTree(cached)) : undefined);
+    } else if (names !== undefined) {
+      // Only the names the events named are described again: a stat (and a read when changed) each.
+      const byKey = byName(decodeTree(cached));
+      await mapLimit([...names], ENTRY_FANOUT, async (key) => {
+        const name = Buffer.from(key, 'latin1');
+        const entry = this.hasExcludes && this.excluded(relText(rel, name)) ? undefined : await this.describe(rel, joinPath(abs, name), name, byKey.get(key));
+        if (entry) byKey.set(key, entry);
+        else byKey.delete(key);
+      });
+      entries = [...byKey.values()];
+    } else {
+      entries = decodeTree(cached);
+    }
     let patched = false;
     await mapLimit(
       entries.filter((e) => e.type === 'dir'),
@@ -295,7 +326,7 @@ export class FilesBackupSession implements BackupSession {
         if (untrusted || dirty.has(child) || onPath.has(child)) await this.refreshDir(child, childAbs, dirty, onPath, tracked, untrusted);
         // A change inside a directory changes its own mtime, which its parent's entry records and
         // which raises no event in the parent.
-        if (!relist && dirty.has(child)) {
+        if (!fullScan && dirty.has(child)) {
           const fresh = await this.describe(rel, childAbs, e.name, undefined);
           if (fresh?.type === 'dir') {
             Object.assign(e, { ...fresh, subtree: PENDING_ID });
@@ -304,7 +335,7 @@ export class FilesBackupSession implements BackupSession {
         }
       },
     );
-    if (relist || patched) this.prepared.set(rel, encodeTree(entries));
+    if (fullScan || names !== undefined || patched) this.prepared.set(rel, encodeTree(entries));
   }
 
   /** The fallback: a stat of every entry, adding to `dirty` the directories that differ from the pre-pass. */
