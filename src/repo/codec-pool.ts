@@ -63,7 +63,11 @@ function openBlob(sealed) {
 }
 function transferable(buf) {
   if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) return buf;
-  return Buffer.from(buf); // copy into an exclusively owned ArrayBuffer
+  // Copy into an exclusively owned ArrayBuffer. Not Buffer.from(): under 4 KiB it copies into the
+  // shared 8 KiB pool, and transferring that would move (and pin) the whole pool with each small blob.
+  const own = Buffer.allocUnsafeSlow(buf.length);
+  buf.copy(own);
+  return own;
 }
 parentPort.on('message', (msg) => {
   try {
