@@ -128,6 +128,31 @@ describe('files engine pin', () => {
     expect(got.get('/many/f299')?.size).toBe('v2 299'.length);
   });
 
+  it('drops the pre-pass warning of a file that kept changing then, once pin() reads it cleanly', async () => {
+    const { mount, session, logs } = await setup('pin-settled', (m) => {
+      writeFileSync(join(m, 'busy.log'), 'x'.repeat(1 << 16));
+    });
+    // Appends on every turn of the event loop while prepare() runs, then stops before the pin.
+    let writing = true;
+    const append = () => {
+      if (!writing) return;
+      appendFileSync(join(mount, 'busy.log'), 'line\n');
+      setImmediate(append);
+    };
+    append();
+    try {
+      await session.prepare();
+    } finally {
+      writing = false;
+    }
+    expect(logs.join('\n')).toMatch(/busy\.log"? kept changing/);
+    await session.pin();
+    const atPin = describeTree(mount, { withRoot: true });
+    const artifact = await finish(session);
+    expect(artifact.warnings).toEqual([]);
+    expect(diffTrees(atPin, await restored(artifact))).toEqual([]);
+  });
+
   it('falls back to a stat walk when inotify events may have been lost, and says so', async () => {
     const { mount, session, logs } = await setup('pin-overflow', (m) => {
       mkdirSync(join(m, 'busy'));

@@ -135,8 +135,9 @@ export class FilesBackupSession implements BackupSession {
   private linkReads = new Map<string, Promise<ReadResult>>();
   private readonly reads = limiter(FILE_READS);
   private readonly largeReads = limiter(LARGE_FILE_READS);
-  private warnings: string[] = [];
-  private warningCount = 0;
+  /** Keyed by the path they are about, so a file read again by pin() replaces what the pre-pass said of it. */
+  private warnings = new Map<string, string>();
+  private droppedWarnings = 0;
   private bytesRead = 0;
   private lastProgress = 0;
 
@@ -380,7 +381,8 @@ export class FilesBackupSession implements BackupSession {
     const totals = { files: 0, dirs: 0, size: 0 };
     const rootId = await this.buildDir('', totals);
     const root = this.rootMeta!;
-    if (this.warningCount > MAX_WARNINGS) this.warnings.push(`... and ${this.warningCount - MAX_WARNINGS} more warnings`);
+    const warnings = [...this.warnings.values()];
+    if (this.droppedWarnings > 0) warnings.push(`... and ${this.droppedWarnings} more warnings`);
     return {
       engine: 'files',
       format: FILES_FORMAT,
@@ -388,7 +390,7 @@ export class FilesBackupSession implements BackupSession {
       trees: { root: rootId },
       meta: { root, files: totals.files, dirs: totals.dirs },
       size: totals.size,
-      warnings: this.warnings,
+      warnings,
     };
   }
 
@@ -432,7 +434,7 @@ export class FilesBackupSession implements BackupSession {
       [names, prev] = await Promise.all([fsp.readdir(abs, { encoding: 'buffer' }), prevLoad]);
     } catch (err) {
       if (isMissing(err)) {
-        this.warn(`directory ${showPath(Buffer.from(rel, 'latin1'))} disappeared during the backup`);
+        this.warn(rel, `directory ${showPath(Buffer.from(rel, 'latin1'))} disappeared during the backup`);
         return [];
       }
       throw new BunkerError('engine', `cannot list ${showPath(abs)}: ${(err as Error).message}`, { cause: err });
@@ -454,7 +456,7 @@ export class FilesBackupSession implements BackupSession {
     }
     const type = entryType(st);
     if (!type) {
-      this.warn(`${showPath(relText(rel, name))} has an unknown file type; skipped`);
+      this.warn(childRel(rel, name), `${showPath(relText(rel, name))} has an unknown file type; skipped`);
       return undefined;
     }
     if (type === 'file') {
@@ -469,6 +471,7 @@ export class FilesBackupSession implements BackupSession {
       } else {
         let read = linked ? this.linkReads.get(inode) : undefined;
         if (!read) {
+          this.warnings.delete(childRel(rel, name)); // read again now: an earlier read's warning no longer applies
           // Large files go through their own, narrower gate: each open stream holds chunker and
           // pack buffers in the repository, so eight at once would multiply the peak memory.
           const gate = st.size > BigInt(SMALL_FILE) ? this.largeReads : this.reads;
@@ -542,7 +545,7 @@ export class FilesBackupSession implements BackupSession {
         const after = await fh.stat({ bigint: true });
         if (!after.isFile()) {
           // Replaced by something else after the walk: record what the walk saw, without contents.
-          this.warn(`${showPath(relText(rel, name))} was replaced by a non-file while read; recorded without contents`);
+          this.warn(childRel(rel, name), `${showPath(relText(rel, name))} was replaced by a non-file while read; recorded without contents`);
           return { content: { size: 0, chunks: [] }, st: walkSt, unstable: true };
         }
         const stable =
@@ -558,7 +561,7 @@ export class FilesBackupSession implements BackupSession {
         await fh.close();
       }
     }
-    this.warn(`${showPath(relText(rel, name))} kept changing while it was read; its backed-up contents may be inconsistent`);
+    this.warn(childRel(rel, name), `${showPath(relText(rel, name))} kept changing while it was read; its backed-up contents may be inconsistent`);
     return last!;
   }
 
@@ -600,9 +603,9 @@ export class FilesBackupSession implements BackupSession {
     }
   }
 
-  private warn(message: string): void {
-    this.warningCount++;
-    if (this.warnings.length < MAX_WARNINGS) this.warnings.push(message);
+  private warn(path: string, message: string): void {
+    if (this.warnings.has(path) || this.warnings.size < MAX_WARNINGS) this.warnings.set(path, message);
+    else this.droppedWarnings++;
     this.ctx.log.warn(`files: ${message}`);
   }
 
