@@ -20,26 +20,34 @@ let artifactPath: string;
 let fresh: Fingerprint;
 let damaged: Fingerprint;
 
-/** Runs the child restore, killing it `delayMs` after it starts (or after it prints "staged"). */
-function killedRestore(delayMs: number, afterStaged: boolean): Promise<string> {
+/**
+ * Runs the child restore, killing it `delayMs` after it starts (or after it prints "staged"); an
+ * infinite delay lets it finish. Also reports how long the child took to print "staged".
+ */
+function killedRestore(delayMs: number, afterStaged: boolean): Promise<{ result: string; stagedMs?: number }> {
   return new Promise((resolve, reject) => {
+    const started = Date.now();
+    let stagedMs: number | undefined;
     const child = spawn(process.execPath, [`${outDir}/test/mariadb/restore-child.js`, repo.dir, repo.password, artifactPath, urlFor(db)], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     let err = '';
-    const kill = () => setTimeout(() => child.kill('SIGKILL'), delayMs);
+    const kill = () => Number.isFinite(delayMs) && setTimeout(() => child.kill('SIGKILL'), delayMs);
     if (!afterStaged) kill();
     child.stdout.on('data', (d: Buffer) => {
       const before = out;
       out += d.toString();
-      if (afterStaged && !before.includes('staged') && out.includes('staged')) kill();
+      if (!before.includes('staged') && out.includes('staged')) {
+        stagedMs = Date.now() - started;
+        if (afterStaged) kill();
+      }
     });
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('error', reject);
     child.on('exit', (code, sig) => {
       if (code !== 0 && sig !== 'SIGKILL') reject(new Error(`restore child failed (${code}): ${err}`));
-      else resolve(out.includes('committed') ? 'finished' : 'killed');
+      else resolve({ result: out.includes('committed') ? 'finished' : 'killed', ...(stagedMs === undefined ? {} : { stagedMs }) });
     });
   });
 }
@@ -102,11 +110,20 @@ afterAll(async () => {
 
 describe('mariadb restore killed with SIGKILL', () => {
   it('leaves the target wholly old or wholly new, at every kill point', async () => {
+    // An uninterrupted restore first: how long staging takes on this machine now sets the range of
+    // the kills aimed at the stage, so they land inside it on a fast machine and on a loaded one.
+    const calibration = await killedRestore(Infinity, false);
+    expect(calibration.result).toBe('finished');
+    expect(calibration.stagedMs).toBeGreaterThan(0);
+    await sessionGone();
+    await damage();
+    damaged = await fingerprint(db);
+    const stageMs = calibration.stagedMs!;
     const outcomes: string[] = [];
     for (let i = 0; i < 6; i++) {
       const afterStaged = i % 2 === 1;
-      const delay = afterStaged ? Math.floor(Math.random() * 120) : Math.floor(Math.random() * 2500);
-      const result = await killedRestore(delay, afterStaged);
+      const delay = afterStaged ? Math.floor(Math.random() * 120) : Math.floor(Math.random() * stageMs * 0.9);
+      const { result } = await killedRestore(delay, afterStaged);
       // The server finishes the statement a killed client sent (a RENAME, say) before it notices the
       // client is gone; compare once that session has ended, i.e. released the restore lock.
       await sessionGone();
