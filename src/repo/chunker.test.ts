@@ -2,21 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Chunker, chunkBuffer, gearTable } from './chunker.js';
+import { prngBytes } from '../../test/helpers/random.js';
 
-/** xorshift32 bytes: a fixed, dependency-free input for the golden vectors. */
-function prngBytes(seed: number, n: number): Buffer {
-  let x = seed >>> 0;
-  const b = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 const SMALL = { min: 2048, avg: 8192, max: 65536 };
 const gear = gearTable(Buffer.alloc(32, 1));
@@ -30,7 +17,7 @@ describe('chunker golden vectors', () => {
   });
 
   it('cuts small-parameter input at the recorded boundaries', () => {
-    const sizes = chunkBuffer(gear, prngBytes(1, 256 * 1024), SMALL).map((c) => c.length);
+    const sizes = chunkBuffer(gear, prngBytes(256 * 1024, 1), SMALL).map((c) => c.length);
     expect(sizes).toEqual([
       14056, 8637, 8454, 8485, 11848, 8972, 9764, 14361, 8266, 10085, 10180, 9278, 12049, 11097, 9484, 12810, 8552, 12626,
       9191, 9075, 11311, 10757, 4397, 4298, 10045, 9455, 4611,
@@ -38,7 +25,7 @@ describe('chunker golden vectors', () => {
   });
 
   it('cuts default-parameter input at the recorded boundaries', () => {
-    const chunks = chunkBuffer(gear, prngBytes(2, 24 * 1024 * 1024));
+    const chunks = chunkBuffer(gear, prngBytes(24 * 1024 * 1024, 2));
     expect(chunks.map((c) => c.length)).toEqual([
       1198884, 1362416, 1410685, 1120198, 1825847, 1918855, 1858607, 879091, 1076312, 1086354, 1082015, 1871838, 1128823,
       1384983, 1164698, 1155553, 2019844, 1197077, 423744,
@@ -93,7 +80,7 @@ describe('chunker properties', () => {
   });
 
   it('depends on the key: another key cuts elsewhere', () => {
-    const data = prngBytes(5, 256 * 1024);
+    const data = prngBytes(256 * 1024, 5);
     const a = chunkBuffer(gear, data, SMALL).map((c) => c.length);
     const b = chunkBuffer(gearTable(Buffer.alloc(32, 9)), data, SMALL).map((c) => c.length);
     expect(a).not.toEqual(b);

@@ -151,16 +151,4 @@ export async function dumpDb(r: Redis): Promise<Map<string, Dumped>> {
 }
 
 /** Deterministic pseudo-random bytes. */
-export function bytes(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
+export { prngBytes as bytes } from '../helpers/random.js';
