@@ -3,11 +3,8 @@
 # Usage: bench/files-tree.sh [--million | --million-only]    (data under bench/.work/files/, about 5 GB of disk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-command -v restic >/dev/null || need+=(restic)
-command -v borg >/dev/null || need+=(borgbackup)
-test -x /usr/bin/time || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
+source bench/lib/require-tools.sh
+require_tools restic:restic borg:borgbackup /usr/bin/time:time
 # Build dist/ and the native addon (type errors elsewhere in the tree do not stop tsc from emitting).
 test -f build/Release/bunker_fs.node || npx --yes node-gyp rebuild >/dev/null
 npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true

@@ -5,10 +5,8 @@
 # Usage: bench/mariadb-sysbench.sh      (env: TABLES=8 TABLE_SIZE=250000 JOBS=<engine default>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-command -v sysbench >/dev/null || need+=(sysbench)
-command -v mariadb-dump >/dev/null || need+=(mariadb-client)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
+source bench/lib/require-tools.sh
+require_tools sysbench:sysbench mariadb-dump:mariadb-client
 # Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
 npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
 test -f dist/engines/mariadb/index.js || { echo "dist/engines/mariadb/index.js missing: the build failed" >&2; exit 1; }

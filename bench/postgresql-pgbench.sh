@@ -5,10 +5,8 @@
 # Usage: bench/postgresql-pgbench.sh      (env: SCALE=30, PGURL=postgresql://postgres@127.0.0.1:5432)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-command -v pgbench >/dev/null || need+=(postgresql-contrib)
-command -v pg_dump >/dev/null || need+=(postgresql-client)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
+source bench/lib/require-tools.sh
+require_tools pgbench:postgresql-contrib pg_dump:postgresql-client
 # Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
 npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
 test -f dist/engines/postgresql/index.js || { echo "dist/engines/postgresql/index.js missing: the build failed" >&2; exit 1; }

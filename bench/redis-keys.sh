@@ -3,9 +3,8 @@
 # Bunker's backup vs `redis-cli --rdb` (same server, same run), and Bunker's restore vs its backup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools
-fi
+source bench/lib/require-tools.sh
+require_tools redis-server:redis-server redis-cli:redis-tools
 # Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
 npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
 test -f dist/engines/redis/index.js || { echo "dist/engines/redis/index.js missing: the build failed" >&2; exit 1; }

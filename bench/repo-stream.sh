@@ -3,11 +3,8 @@
 # Usage: bench/repo-stream.sh     (about 4 GB of disk under bench/.work/repo-stream/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-command -v restic >/dev/null || need+=(restic)
-command -v borg >/dev/null || need+=(borgbackup)
-test -x /usr/bin/time || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
+source bench/lib/require-tools.sh
+require_tools restic:restic borg:borgbackup /usr/bin/time:time
 # Type errors elsewhere in the shared tree do not stop tsc from emitting dist/.
 npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
 test -f dist/repo/index.js || { echo "dist/repo/index.js missing: npm run build failed" >&2; exit 1; }

@@ -3,10 +3,8 @@
 # overhead when not holding. Needs PostgreSQL, Redis, pgbench and wrk (installed when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need=()
-command -v pgbench >/dev/null || need+=(postgresql-contrib)
-command -v wrk >/dev/null || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; fi
+source bench/lib/require-tools.sh
+require_tools pgbench:postgresql-contrib wrk:wrk
 npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true   # type errors elsewhere do not stop the emit
 test -f dist/cli/main.js || { echo "dist/ is missing: npm run build failed" >&2; exit 1; }
 node bench/safe-backup.mjs

@@ -4,10 +4,8 @@
 # in WAL and rollback-journal mode. The tools compared: sqlite3 .backup, then restic on the copy. SIZE_MB (default 256) sets the database size, RUNS (default 3) the repeats.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v sqlite3 >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3
-fi
-command -v restic >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic; }
+source bench/lib/require-tools.sh
+require_tools sqlite3:sqlite3 restic:restic
 # Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
 npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
 test -f dist/engines/sqlite/index.js || { echo "dist/engines/sqlite/index.js missing: the build failed" >&2; exit 1; }
