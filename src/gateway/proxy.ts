@@ -338,19 +338,27 @@ export class HoldingProxy {
     this.attempt(req, res, performance.now() + this.options.upstreamRetryMs, 50);
   }
 
-  private attempt(req: http.IncomingMessage, res: http.ServerResponse, deadline: number, retryDelay: number): void {
+  /**
+   * The upstream request for a client request: end-to-end headers plus X-Forwarded-*. Upgrades keep
+   * their Upgrade/Connection headers and get a connection of their own (the socket becomes a tunnel).
+   */
+  private upstreamRequest(req: http.IncomingMessage, upgrade: boolean): http.ClientRequest {
     const upstream = this.options.upstream;
-    const headers = endToEndHeaders(req.headers);
+    const headers = endToEndHeaders(req.headers, upgrade);
     addForwardedHeaders(headers, req.socket.remoteAddress, req.headers.host);
-    const preq = this.requestFn({
+    return this.requestFn({
       protocol: upstream.protocol,
       hostname: upstream.hostname,
       port: upstream.port,
       method: req.method,
       path: req.url,
       headers,
-      agent: this.agent,
+      agent: upgrade ? false : this.agent,
     });
+  }
+
+  private attempt(req: http.IncomingMessage, res: http.ServerResponse, deadline: number, retryDelay: number): void {
+    const preq = this.upstreamRequest(req, false);
     let bodyStarted = false;
     let gotResponse = false;
     // The body is read only once the upstream connection exists, so a refused connection leaves it
@@ -391,7 +399,7 @@ export class HoldingProxy {
         return;
       }
       this.totals.upstreamErrors++;
-      this.options.log.warn(`gateway ${this.environment}: upstream ${redactUrl(upstream.href)} failed: ${err.code ?? err.message}`);
+      this.options.log.warn(`gateway ${this.environment}: upstream ${redactUrl(this.options.upstream.href)} failed: ${err.code ?? err.message}`);
       if (res.headersSent) {
         res.destroy();
         return;
@@ -420,17 +428,7 @@ export class HoldingProxy {
       counted = false;
       this.requestDone();
     };
-    const headers = endToEndHeaders(req.headers, true);
-    addForwardedHeaders(headers, req.socket.remoteAddress, req.headers.host);
-    const preq = this.requestFn({
-      protocol: upstream.protocol,
-      hostname: upstream.hostname,
-      port: upstream.port,
-      method: req.method,
-      path: req.url,
-      headers,
-      agent: false,
-    });
+    const preq = this.upstreamRequest(req, true);
     socket.once('close', () => {
       done();
       preq.destroy();
