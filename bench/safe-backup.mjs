@@ -212,6 +212,10 @@ const f = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
 console.log('\n== safe backup under load ==');
 console.log(`data: pgbench scale ${SCALE}, Redis ${KEYS} keys, 1.1 GB mixed tree mount, SQLite; load ${RPS} requests/s through the gateway`);
 console.log(`backup: ${((backupEnd - backupStart) / 1000).toFixed(1)} s; pause recorded on the backup: ${pauseMs} ms (of which draining in-flight requests: ${drain} ms); holds seen by polling: ${holds.map(([a, b]) => `${(b - a).toFixed(0)} ms`).join(', ') || 'none'}`);
+// What the pause is made of: the backup's activity log names each engine's pin() time.
+const activityId = bunker('activity:list', '--format', 'plain', '--no-header').split('\n')[0]?.split(/\s+/)[0];
+const pins = activityId ? /consistent points: .*/.exec(bunker('activity:log', activityId))?.[0] : undefined;
+console.log(pins ?? 'consistent points: not in the activity log');
 console.log(`load: ${all.length} requests in ${((performance.now() - t0) / 1000).toFixed(0)} s; machine load average ${(await import('node:os')).loadavg().map((x) => x.toFixed(1)).join(' ')}`);
 console.log(`requests: ${all.length}, failed or dropped: ${failed.length}${failed.length ? ` (${[...new Set(failed.map((r) => `${r.status} ${r.body.slice(0, 80)}`))].slice(0, 3).join('; ')})` : ''}`);
 console.log(`latency outside the backup: p50 ${f(baseline)} ms, p99 ${f(pct(outside, 99))} ms`);
