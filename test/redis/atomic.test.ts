@@ -1,7 +1,6 @@
 // Clients reading the target db while a restore runs see the old db or the new one, never a mix.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestRepo, type TestRepo } from '../helpers/repo.js';
-import { backup, client, restore, SHARED } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { backup, client, restore, SHARED, useDbTrio } from './helpers.js';
 
 const SOURCE = 5;
 const TARGET = 6;
@@ -10,20 +9,8 @@ const NEW_KEYS = 60_000;
 const OLD_KEYS = 1_000;
 
 describe('redis restore is atomic for readers (db 5 → db 6, spare 7)', () => {
-  let t: TestRepo;
-  const src = client(SOURCE);
-  const dst = client(TARGET);
-  const spare = client(SPARE);
-
-  beforeAll(async () => {
-    t = await createTestRepo();
-    await Promise.all([src.flushdb(), dst.flushdb(), spare.flushdb()]);
-  });
-  afterAll(async () => {
-    await Promise.all([src.flushdb(), dst.flushdb(), spare.flushdb()]);
-    for (const c of [src, dst, spare]) c.disconnect();
-    await t.cleanup();
-  });
+  const dbs = useDbTrio(SOURCE, TARGET, SPARE);
+  const { src, dst, spare } = dbs;
 
   it('never shows a half-restored database', async () => {
     for (let i = 0; i < NEW_KEYS; i += 5000) {
@@ -32,7 +19,7 @@ describe('redis restore is atomic for readers (db 5 → db 6, spare 7)', () => {
       await p.exec();
     }
     await src.set('generation', 'new');
-    const artifact = await backup(t.repo, `${SHARED}/${SOURCE}`);
+    const artifact = await backup(dbs.t.repo, `${SHARED}/${SOURCE}`);
 
     const p = dst.pipeline();
     for (let j = 0; j < OLD_KEYS; j++) p.set(`k${j}`, 'old');
@@ -57,7 +44,7 @@ describe('redis restore is atomic for readers (db 5 → db 6, spare 7)', () => {
     };
     const readerRuns = readers.map(read);
     await new Promise((r) => setTimeout(r, 50));
-    await restore(t.repo, `${SHARED}/${TARGET}`, artifact, SPARE);
+    await restore(dbs.t.repo, `${SHARED}/${TARGET}`, artifact, SPARE);
     await new Promise((r) => setTimeout(r, 50));
     running = false;
     await Promise.all(readerRuns);

@@ -5,6 +5,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { afterAll, beforeAll } from 'vitest';
+import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import { runBackup, runRestore, type BackupContext, type RestoreContext } from '../../src/engines/engine.js';
 import { silentLogger } from '../../src/core/log.js';
 import { redisEngine } from '../../src/engines/redis/index.js';
@@ -37,6 +39,25 @@ export async function restore(repo: Repository, url: string, artifact: ServiceAr
 
 export function client(db: number, port = 6379): Redis {
   return new Redis({ host: '127.0.0.1', port, db, lazyConnect: false, maxRetriesPerRequest: 1 });
+}
+
+/**
+ * Clients for a source, target and spare db index on the shared server, plus a test repository:
+ * the three dbs are emptied before and after the suite (call at describe level).
+ */
+export function useDbTrio(source: number, target: number, spareDb: number) {
+  const trio = { src: client(source), dst: client(target), spare: client(spareDb), t: undefined as unknown as TestRepo };
+  const flush = () => Promise.all([trio.src.flushdb(), trio.dst.flushdb(), trio.spare.flushdb()]);
+  beforeAll(async () => {
+    trio.t = await createTestRepo();
+    await flush();
+  });
+  afterAll(async () => {
+    await flush();
+    for (const c of [trio.src, trio.dst, trio.spare]) c.disconnect();
+    await trio.t.cleanup();
+  });
+  return trio;
 }
 
 /** A redis-server of our own on a free port, for whole-instance tests. */

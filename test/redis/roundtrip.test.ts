@@ -1,7 +1,6 @@
 // Every type and encoding survives backup → restore with equal values, encodings and expiry (ms).
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestRepo, type TestRepo } from '../helpers/repo.js';
-import { backup, client, dumpDb, restore, SHARED } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { backup, dumpDb, restore, SHARED, useDbTrio } from './helpers.js';
 import { EXPECTED_ENCODINGS, fillEveryType } from './fill.js';
 
 const SOURCE = 2;
@@ -9,22 +8,8 @@ const TARGET = 3;
 const SPARE = 4;
 
 describe('redis engine round trip (shared server, db 2 → db 3, spare 4)', () => {
-  let t: TestRepo;
-  const src = client(SOURCE);
-  const dst = client(TARGET);
-  const spare = client(SPARE);
-
-  beforeAll(async () => {
-    t = await createTestRepo();
-    await Promise.all([src.flushdb(), dst.flushdb(), spare.flushdb()]);
-  });
-  afterAll(async () => {
-    await Promise.all([src.flushdb(), dst.flushdb(), spare.flushdb()]);
-    src.disconnect();
-    dst.disconnect();
-    spare.disconnect();
-    await t.cleanup();
-  });
+  const dbs = useDbTrio(SOURCE, TARGET, SPARE);
+  const { src, dst, spare } = dbs;
 
   it('restores every type into another db index, replacing what was there', async () => {
     await fillEveryType(src);
@@ -34,12 +19,12 @@ describe('redis engine round trip (shared server, db 2 → db 3, spare 4)', () =
       expect(encodings, key).toContain(before.get(Buffer.from(key).toString('hex'))?.encoding);
     }
 
-    const artifact = await backup(t.repo, `${SHARED}/${SOURCE}`);
+    const artifact = await backup(dbs.t.repo, `${SHARED}/${SOURCE}`);
     expect(artifact.meta.db).toBe(SOURCE);
     expect(artifact.meta.keys).toBe(before.size);
     expect(artifact.meta.dbs).toEqual({ [String(SOURCE)]: before.size });
 
-    await restore(t.repo, `${SHARED}/${TARGET}`, artifact, SPARE);
+    await restore(dbs.t.repo, `${SHARED}/${TARGET}`, artifact, SPARE);
     const after = await dumpDb(dst);
     expect([...after.keys()].sort()).toEqual([...before.keys()].sort());
     for (const [key, value] of before) expect(after.get(key), Buffer.from(key, 'hex').toString()).toEqual(value);
@@ -52,10 +37,10 @@ describe('redis engine round trip (shared server, db 2 → db 3, spare 4)', () =
     await src.flushdb();
     await src.set('lasting', '1');
     await src.set('fleeting', '2', 'PX', 400);
-    const artifact = await backup(t.repo, `${SHARED}/${SOURCE}`);
+    const artifact = await backup(dbs.t.repo, `${SHARED}/${SOURCE}`);
     expect(artifact.meta.keys).toBe(2);
     await new Promise((r) => setTimeout(r, 500));
-    await restore(t.repo, `${SHARED}/${TARGET}`, artifact, SPARE);
+    await restore(dbs.t.repo, `${SHARED}/${TARGET}`, artifact, SPARE);
     expect(await dst.get('lasting')).toBe('1');
     expect(await dst.exists('fleeting')).toBe(0);
     expect(await dst.dbsize()).toBe(1);
