@@ -2,8 +2,10 @@
 // A rolling gear hash h = (h << 1) + G[byte] is tested against a stricter mask before the average size
 // and a looser one after it, which pulls chunk sizes towards the average. The gear table comes from a
 // per-repository secret, so chunk boundaries (and thus chunk sizes) reveal nothing about content to
-// someone without the key.
+// someone without the key. The byte loop itself is C (scan() in native/bunker-codec.c, ~4× the JS
+// loop); the size rules around it are here.
 import { createHmac } from 'node:crypto';
+import { codecAddon } from './native-codec.js';
 
 export interface ChunkSizes {
   min: number;
@@ -38,41 +40,6 @@ export function validateChunkSizes(s: ChunkSizes): void {
   }
 }
 
-/** The hash after the last scan() (a module variable: a second return value without an allocation). */
-let scanHash = 0;
-
-/**
- * The hot loop, kept in a small function of its own so V8 optimises it on its own (inlined into the
- * larger push() it ran about 3× slower). Returns the index just past the cut, or -1 when `stop` is
- * reached without one; the running hash is left in `scanHash`.
- */
-function scan(data: Uint8Array, from: number, stop: number, h: number, mask: number, G: Int32Array): number {
-  let i = from;
-  // Unrolled by four (same bytes, same order, same test after each byte): ~25 % faster in V8,
-  // which then checks the loop bound a quarter as often.
-  for (const end4 = stop - 3; i < end4; i += 4) {
-    h = ((h << 1) + G[data[i]!]!) | 0;
-    if ((h & mask) === 0) return cutAt(h, i + 1);
-    h = ((h << 1) + G[data[i + 1]!]!) | 0;
-    if ((h & mask) === 0) return cutAt(h, i + 2);
-    h = ((h << 1) + G[data[i + 2]!]!) | 0;
-    if ((h & mask) === 0) return cutAt(h, i + 3);
-    h = ((h << 1) + G[data[i + 3]!]!) | 0;
-    if ((h & mask) === 0) return cutAt(h, i + 4);
-  }
-  for (; i < stop; i++) {
-    h = ((h << 1) + G[data[i]!]!) | 0;
-    if ((h & mask) === 0) return cutAt(h, i + 1);
-  }
-  scanHash = h;
-  return -1;
-}
-
-function cutAt(h: number, next: number): number {
-  scanHash = h;
-  return next;
-}
-
 /** Streaming chunker: push() input pieces of any size, collect the finished chunks, finish() the tail. */
 export class Chunker {
   private readonly gear: Int32Array;
@@ -80,7 +47,9 @@ export class Chunker {
   private readonly maskL: number;
   private pending: Buffer[] = [];
   private pendingLen = 0;
-  private hash = 0;
+  /** The rolling hash, carried across push() calls (an Int32Array: the native scan reads and updates it). */
+  private readonly hash = new Int32Array(1);
+  private readonly scan = codecAddon().scan;
 
   constructor(gear: Int32Array, private readonly sizes: ChunkSizes = DEFAULT_CHUNK_SIZES) {
     validateChunkSizes(sizes);
@@ -96,9 +65,10 @@ export class Chunker {
     const { min, avg, max } = this.sizes;
     const G = this.gear;
     const n = data.length;
+    const scan = this.scan;
+    const h = this.hash;
     let start = 0; // where the current chunk's bytes begin within `data`
     let i = 0;
-    let h = this.hash;
     while (i < n) {
       const pos = this.pendingLen + (i - start); // bytes of the current chunk before data[i]
       let cut = -1;
@@ -109,27 +79,24 @@ export class Chunker {
       }
       if (pos < avg) {
         const stop = Math.min(n, i + (avg - pos));
-        cut = scan(data, i, stop, h, this.maskS, G);
-        h = scanHash;
+        cut = scan(data, i, stop, this.maskS, G, h);
         i = cut >= 0 ? cut : stop;
       } else {
         const stop = Math.min(n, i + (max - pos));
-        cut = scan(data, i, stop, h, this.maskL, G);
-        h = scanHash;
+        cut = scan(data, i, stop, this.maskL, G, h);
         i = cut >= 0 ? cut : stop;
         if (cut < 0 && this.pendingLen + (i - start) >= max) cut = i;
       }
       if (cut >= 0) {
         out.push(this.take(data, start, cut));
         start = cut;
-        h = 0;
+        h[0] = 0;
       }
     }
     if (start < n) {
       this.pending.push(data.subarray(start));
       this.pendingLen += n - start;
     }
-    this.hash = h;
     return out;
   }
 
@@ -139,7 +106,7 @@ export class Chunker {
     const chunk = Buffer.concat(this.pending, this.pendingLen);
     this.pending = [];
     this.pendingLen = 0;
-    this.hash = 0;
+    this.hash[0] = 0;
     return chunk;
   }
 

@@ -1,6 +1,6 @@
 // Authenticated encryption and key derivation. Every stored object (blob, pack header, index, snapshot,
 // config) is sealed as nonce(12) ‖ AES-256-GCM ciphertext ‖ tag(16) with a random nonce.
-import { createCipheriv, createDecipheriv, createHmac, randomBytes, scrypt } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes, scrypt } from 'node:crypto';
 import { BunkerError } from '../core/index.js';
 
 export const NONCE_BYTES = 12;
@@ -65,11 +65,6 @@ export function corrupt(message: string, object: string): BunkerError {
     hint: 'Run `bunker repo:check --read-data` to list every damaged object; restore from another copy of the repository if you have one.',
     details: { object },
   });
-}
-
-/** Keyed blob id: HMAC-SHA-256(idKey, plaintext), hex. */
-export function blobId(idKey: Buffer, data: Uint8Array): string {
-  return createHmac('sha256', idKey).update(data).digest('hex');
 }
 
 export interface ScryptParams {

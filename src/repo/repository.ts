@@ -1,13 +1,13 @@
 // The repository implementation: content-defined chunks, deduplicated by keyed id, compressed and sealed
-// in a worker pool, gathered into ~16 MiB packs (data and trees apart), named by index files, and
+// on the thread pool (native/bunker-codec.c), gathered into ~16 MiB packs (data and trees apart), named by index files, and
 // referenced by encrypted snapshot manifests. Write order: packs → index → snapshot (docs/design/repository-format.md).
 import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { BunkerError, ID_PATTERN, newId } from '../core/index.js';
 import { isNotFound, type StorageBackend } from '../storage/index.js';
 import { Chunker, gearTable, type ChunkSizes } from './chunker.js';
-import { CodecPool } from './codec-pool.js';
-import { blobId, corrupt, open, seal, type MasterKeys } from './crypto.js';
+import { corrupt, open, seal, type MasterKeys } from './crypto.js';
+import { NativeCodec } from './native-codec.js';
 import { treeReferences } from './tree.js';
 import type {
   BlobId,
@@ -34,7 +34,7 @@ export interface RepoConfig {
 }
 
 export interface RepositoryOptions {
-  /** Worker threads for compression and encryption (default: the machine's cores, at most 4). */
+  /** Blob operations (hashing, compression, encryption) run at once on the thread pool (default: the machine's cores, at most 4). */
   workers?: number;
 }
 
@@ -117,7 +117,7 @@ export function parsePackHeader(encKey: Buffer, name: string, tail: Buffer, pack
 
 export class BunkerRepository implements Repository {
   private readonly gear: Int32Array;
-  private readonly pool: CodecPool;
+  private readonly codec: NativeCodec;
   /** Every blob known to be stored: from index files, plus packs this handle wrote. */
   private readonly index = new Map<BlobId, IndexEntry>();
   private readonly loadedIndexes = new Set<string>();
@@ -143,8 +143,8 @@ export class BunkerRepository implements Repository {
     options: RepositoryOptions = {},
   ) {
     this.gear = gearTable(keys.chunkerKey);
-    this.pool = new CodecPool(keys, options.workers);
-    this.maxStoring = this.pool.size + 2;
+    this.codec = new NativeCodec(keys, options.workers);
+    this.maxStoring = this.codec.size + 2;
   }
 
   get id(): string {
@@ -195,7 +195,7 @@ export class BunkerRepository implements Repository {
   }
 
   /**
-   * Queues a chunk: hashed (in the pool when large, so hashing overlaps chunking), and when new, sealed
+   * Queues a chunk: hashed (on the thread pool when large, so hashing overlaps chunking), and when new, sealed
    * and appended to a pack. Resolves once there is room for more work (backpressure); the inner
    * `id` resolves to the blob id once the blob is handed to a pack.
    */
@@ -204,14 +204,11 @@ export class BunkerRepository implements Repository {
     this.totals.chunks++;
     this.totals.bytes += chunk.length;
     const task = (async (): Promise<BlobId> => {
-      let data = chunk;
-      let id: BlobId;
-      if (chunk.length < INLINE_HASH_BYTES) id = blobId(this.keys.idKey, chunk);
-      else ({ id, data } = await this.pool.hash(chunk));
+      const id = chunk.length < INLINE_HASH_BYTES ? this.codec.hashSync(chunk) : await this.codec.hash(chunk);
       if (this.hasBlob(id)) return id;
       this.pending.add(id); // check-and-add with no await between: concurrent twins store once
       this.totals.newChunks++;
-      await this.storeNew(type, id, data, onStored);
+      await this.storeNew(type, id, chunk, onStored);
       return id;
     })();
     const settled = task.then(
@@ -245,7 +242,7 @@ export class BunkerRepository implements Repository {
   private async storeNew(type: BlobType, id: BlobId, chunk: Buffer, onStored?: (bytes: number) => void): Promise<void> {
     const rawLength = chunk.length;
     try {
-      const { sealed } = await this.pool.seal(chunk, this.config.compressionLevel);
+      const { sealed } = await this.codec.seal(chunk, this.config.compressionLevel);
       onStored?.(sealed.length);
       const builder = (this.open[type] ??= new PackBuilder(type));
       builder.blobs.push([id, builder.size, sealed.length, rawLength]);
@@ -423,8 +420,8 @@ export class BunkerRepository implements Repository {
   }
 
   async putTree(data: Uint8Array): Promise<BlobId> {
-    const copy = Buffer.from(data); // the pool takes ownership of what it seals
-    const [id] = await this.settle([(await this.queueChunk('tree', copy)).id]);
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const [id] = await this.settle([(await this.queueChunk('tree', buf)).id]);
     return id!;
   }
 
@@ -462,11 +459,11 @@ export class BunkerRepository implements Repository {
     }
   }
 
-  /** Decrypts a sealed blob in the pool and checks it against its id and length. */
+  /** Decrypts a sealed blob on the thread pool and checks it against its id and length. */
   private async openBlob(id: BlobId, entry: IndexEntry, sealed: Uint8Array): Promise<Buffer> {
     const name = packName(entry.pack);
     const what = `blob ${id} in pack ${name}`;
-    const { plain, id: actual } = await this.pool.open(sealed, what);
+    const { plain, id: actual } = await this.codec.open(sealed, entry.rawLength, what);
     if (actual !== id || plain.length !== entry.rawLength) throw corrupt(`${what} does not match its id`, name);
     return plain;
   }
@@ -511,8 +508,7 @@ export class BunkerRepository implements Repository {
         body.catch(() => {}); // observed through each blob's promise
         for (const { id, entry } of run) {
           const rel = entry.offset - first.offset;
-          // Own copy per blob: the pool transfers (detaches) what it decrypts.
-          const plain = body.then((b) => self.openBlob(id, entry, Buffer.from(b.subarray(rel, rel + entry.length))));
+          const plain = body.then((b) => self.openBlob(id, entry, b.subarray(rel, rel + entry.length)));
           plain.catch(() => {}); // awaited below, in order
           ahead.push({ plain, bytes: entry.rawLength });
           aheadBytes += entry.rawLength;
@@ -707,8 +703,7 @@ export class BunkerRepository implements Repository {
             headers.get(packId)!.blobs.map(async ([id, offset, length, rawLength]) => {
               const what = `blob ${id} in pack ${name}`;
               try {
-                const sealed = Buffer.from(body.subarray(offset, offset + length)); // own copy: the pool detaches it
-                const { plain, id: actual } = await this.pool.open(sealed, what);
+                const { plain, id: actual } = await this.codec.open(body.subarray(offset, offset + length), rawLength, what);
                 if (actual !== id || plain.length !== rawLength) throw corrupt(`${what} does not match its id`, name);
                 return true;
               } catch (err) {
@@ -763,7 +758,7 @@ export class BunkerRepository implements Repository {
       if (!this.failure) await this.flush();
     } finally {
       this.closed = true;
-      await this.pool.close();
+      this.codec.close();
     }
   }
 }

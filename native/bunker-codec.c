@@ -1,0 +1,439 @@
+// The repository's per-byte work in C (src/repo/native-codec.ts): the chunker's gear-hash scan, blob
+// ids (HMAC-SHA-256), and sealing and opening blobs (zstd, AES-256-GCM). Hashing, sealing and opening
+// run on libuv's thread pool, so they use every core without worker isolates, message copies or the
+// garbage those leave behind. OpenSSL is Node's own (its symbols are exported by the node binary);
+// zstd is compiled from the sources zstd-napi ships (the same pinned version the JS side used).
+//
+// Formats are those of docs/design/repository-format.md, unchanged: a sealed blob is
+// nonce(12) ‖ AES-256-GCM(flag(1) ‖ payload) ‖ tag(16), flag 0 = raw, 1 = one zstd frame.
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#define NONCE_BYTES 12
+#define TAG_BYTES 16
+#define SEAL_OVERHEAD (NONCE_BYTES + 1 + TAG_BYTES)
+/** Chunks at least this large are first probed on samples to skip hopeless compression. */
+#define PROBE_MIN_BYTES (256 * 1024)
+#define PROBE_SAMPLE (16 * 1024)
+
+#define CHECK(call)                                                   \
+  do {                                                                \
+    if ((call) != napi_ok) {                                          \
+      napi_throw_error(env, NULL, "bunker-codec: bad arguments");     \
+      return NULL;                                                    \
+    }                                                                 \
+  } while (0)
+
+typedef struct {
+  uint8_t enc_key[32];
+  uint8_t id_key[32];
+} Keys;
+
+// One compression and one decompression context per pool thread, reused for every blob: creating
+// them per call would allocate and zero megabytes of tables each time.
+static __thread ZSTD_CCtx *thread_cctx;
+static __thread ZSTD_DCtx *thread_dctx;
+
+static ZSTD_CCtx *cctx(void) {
+  if (!thread_cctx) thread_cctx = ZSTD_createCCtx();
+  return thread_cctx;
+}
+
+static ZSTD_DCtx *dctx(void) {
+  if (!thread_dctx) thread_dctx = ZSTD_createDCtx();
+  return thread_dctx;
+}
+
+// ---------- keys ----------
+
+static void free_keys(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  OPENSSL_cleanse(data, sizeof(Keys));
+  free(data);
+}
+
+/** keys(encKey: Buffer(32), idKey: Buffer(32)) → an opaque handle holding copies of both keys. */
+static napi_value create_keys(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *enc, *id;
+  size_t enc_len, id_len;
+  if (argc != 2 || napi_get_buffer_info(env, argv[0], &enc, &enc_len) != napi_ok ||
+      napi_get_buffer_info(env, argv[1], &id, &id_len) != napi_ok || enc_len != 32 || id_len != 32) {
+    napi_throw_type_error(env, NULL, "keys(encKey, idKey): two 32-byte Buffers expected");
+    return NULL;
+  }
+  Keys *keys = malloc(sizeof(Keys));
+  if (!keys) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  memcpy(keys->enc_key, enc, 32);
+  memcpy(keys->id_key, id, 32);
+  napi_value handle;
+  CHECK(napi_create_external(env, keys, free_keys, NULL, &handle));
+  return handle;
+}
+
+static Keys *get_keys(napi_env env, napi_value v) {
+  void *keys = NULL;
+  if (napi_get_value_external(env, v, &keys) != napi_ok) return NULL;
+  return keys;
+}
+
+// ---------- chunker scan ----------
+
+/**
+ * scan(data, from, stop, mask, gear: Int32Array(256), state: Int32Array(1)) → index just past the
+ * first cut in [from, stop), or -1. state[0] carries the rolling hash in and out. Same arithmetic as
+ * the JS reference in chunker.ts (32-bit wrap-around), so boundaries and golden vectors are unchanged.
+ */
+static napi_value scan(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 6) {
+    napi_throw_type_error(env, NULL, "scan: 6 arguments expected");
+    return NULL;
+  }
+  void *data;
+  size_t len;
+  int64_t from, stop;
+  int32_t mask;
+  napi_typedarray_type gtype, stype;
+  size_t glen, slen;
+  void *gdata, *sdata;
+  CHECK(napi_get_buffer_info(env, argv[0], &data, &len));
+  CHECK(napi_get_value_int64(env, argv[1], &from));
+  CHECK(napi_get_value_int64(env, argv[2], &stop));
+  CHECK(napi_get_value_int32(env, argv[3], &mask));
+  CHECK(napi_get_typedarray_info(env, argv[4], &gtype, &glen, &gdata, NULL, NULL));
+  CHECK(napi_get_typedarray_info(env, argv[5], &stype, &slen, &sdata, NULL, NULL));
+  if (gtype != napi_int32_array || glen != 256 || stype != napi_int32_array || slen < 1 || from < 0 || stop < from ||
+      (size_t)stop > len) {
+    napi_throw_range_error(env, NULL, "scan: bad range, gear table or state");
+    return NULL;
+  }
+  const uint8_t *p = data;
+  const uint32_t *gear = gdata;
+  uint32_t h = (uint32_t)((int32_t *)sdata)[0];
+  const uint32_t m = (uint32_t)mask;
+  int64_t cut = -1;
+  for (int64_t i = from; i < stop; i++) {
+    h = (h << 1) + gear[p[i]];
+    if ((h & m) == 0) {
+      cut = i + 1;
+      break;
+    }
+  }
+  ((int32_t *)sdata)[0] = (int32_t)h;
+  napi_value result;
+  CHECK(napi_create_int64(env, cut, &result));
+  return result;
+}
+
+// ---------- blob work on the thread pool ----------
+
+typedef enum { OP_HASH, OP_SEAL, OP_OPEN } OpKind;
+
+typedef struct {
+  OpKind kind;
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref input_ref;
+  napi_ref keys_ref;
+  const Keys *keys;
+  const uint8_t *in;
+  size_t in_len;
+  int level;             // seal: zstd level, 0 = never compress
+  size_t expected_len;   // open: the plaintext length the index records
+  // results
+  uint8_t id[32];
+  uint8_t *out;          // allocation handed to the result Buffer (freed by its finalizer)
+  size_t out_len;
+  int compressed;
+  const char *error;
+} Op;
+
+static void hmac_id(const Keys *keys, const uint8_t *data, size_t len, uint8_t out[32]) {
+  unsigned int n = 32;
+  HMAC(EVP_sha256(), keys->id_key, 32, data, len, out, &n);
+}
+
+/** Three 16 KiB samples at level 1: if they don't shrink by 3 %, compressing the whole chunk won't pay. */
+static int looks_incompressible(const uint8_t *data, size_t len, uint8_t *scratch, size_t scratch_len) {
+  if (len < PROBE_MIN_BYTES) return 0;
+  uint8_t sample[3 * PROBE_SAMPLE];
+  size_t mid = len / 2 - PROBE_SAMPLE / 2;
+  memcpy(sample, data, PROBE_SAMPLE);
+  memcpy(sample + PROBE_SAMPLE, data + mid, PROBE_SAMPLE);
+  memcpy(sample + 2 * PROBE_SAMPLE, data + len - PROBE_SAMPLE, PROBE_SAMPLE);
+  size_t z = ZSTD_compressCCtx(cctx(), scratch, scratch_len, sample, sizeof sample, 1);
+  return ZSTD_isError(z) || z >= sizeof sample * 97 / 100;
+}
+
+static void do_seal(Op *op) {
+  const size_t len = op->in_len;
+  const size_t bound = ZSTD_compressBound(len > 3 * PROBE_SAMPLE ? len : 3 * PROBE_SAMPLE);
+  // The sealed output and the compression scratch share one allocation when compressing pays;
+  // otherwise the payload is the input itself.
+  uint8_t *z = NULL;
+  size_t zlen = 0;
+  if (op->level > 0 && len > 64) {
+    z = malloc(bound);
+    if (!z) {
+      op->error = "out of memory";
+      return;
+    }
+    if (!looks_incompressible(op->in, len, z, bound)) {
+      zlen = ZSTD_compressCCtx(cctx(), z, bound, op->in, len, op->level);
+      if (ZSTD_isError(zlen)) {
+        free(z);
+        op->error = "zstd compression failed";
+        return;
+      }
+    }
+  }
+  const int use_z = z && zlen > 0 && zlen < len * 97 / 100;
+  const uint8_t *payload = use_z ? z : op->in;
+  const size_t plen = use_z ? zlen : len;
+  uint8_t *out = malloc(SEAL_OVERHEAD + plen);
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  int n, ok = out && c && RAND_bytes(out, NONCE_BYTES) == 1 &&
+              EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, op->keys->enc_key, out) == 1;
+  const uint8_t flag = use_z ? 1 : 0;
+  ok = ok && EVP_EncryptUpdate(c, out + NONCE_BYTES, &n, &flag, 1) == 1;
+  ok = ok && EVP_EncryptUpdate(c, out + NONCE_BYTES + 1, &n, payload, (int)plen) == 1;
+  ok = ok && EVP_EncryptFinal_ex(c, out + NONCE_BYTES + 1 + plen, &n) == 1;
+  ok = ok && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, out + NONCE_BYTES + 1 + plen) == 1;
+  EVP_CIPHER_CTX_free(c);
+  free(z);
+  if (!ok) {
+    free(out);
+    op->error = "encryption failed";
+    return;
+  }
+  op->out = out;
+  op->out_len = SEAL_OVERHEAD + plen;
+  op->compressed = use_z;
+}
+
+static void do_open(Op *op) {
+  if (op->in_len < SEAL_OVERHEAD) {
+    op->error = "too short to be a sealed blob";
+    return;
+  }
+  // The flag byte is decrypted on its own, so the payload lands at the start of its allocation and a
+  // raw blob's plaintext needs no copy.
+  const size_t payload_len = op->in_len - SEAL_OVERHEAD;
+  uint8_t *payload = malloc(payload_len > 0 ? payload_len : 1);
+  uint8_t flag = 0xff, final_block[16];
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  int n;
+  int ok = payload && c && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, op->keys->enc_key, op->in) == 1 &&
+           EVP_DecryptUpdate(c, &flag, &n, op->in + NONCE_BYTES, 1) == 1 &&
+           EVP_DecryptUpdate(c, payload, &n, op->in + NONCE_BYTES + 1, (int)payload_len) == 1 &&
+           EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, (void *)(op->in + op->in_len - TAG_BYTES)) == 1 &&
+           EVP_DecryptFinal_ex(c, final_block, &n) == 1;
+  EVP_CIPHER_CTX_free(c);
+  if (!ok) {
+    free(payload);
+    op->error = "authentication failed";
+    return;
+  }
+  if (flag == 0) {
+    op->out = payload;
+    op->out_len = payload_len;
+  } else if (flag == 1) {
+    // Decompress into exactly the length the index records: a frame that claims more is refused
+    // rather than allocated (no decompression bombs).
+    uint8_t *plain = malloc(op->expected_len > 0 ? op->expected_len : 1);
+    size_t got = plain ? ZSTD_decompressDCtx(dctx(), plain, op->expected_len, payload, payload_len) : 0;
+    free(payload);
+    if (!plain || ZSTD_isError(got) || got != op->expected_len) {
+      free(plain);
+      op->error = "decompression failed or gave the wrong length";
+      return;
+    }
+    op->out = plain;
+    op->out_len = got;
+  } else {
+    free(payload);
+    op->error = "unknown blob flag";
+    return;
+  }
+  hmac_id(op->keys, op->out, op->out_len, op->id);
+}
+
+static void execute(napi_env env, void *data) {
+  (void)env;
+  Op *op = data;
+  switch (op->kind) {
+    case OP_HASH: hmac_id(op->keys, op->in, op->in_len, op->id); break;
+    case OP_SEAL: do_seal(op); break;
+    case OP_OPEN: do_open(op); break;
+  }
+}
+
+static void free_result(napi_env env, void *data, void *hint) {
+  napi_adjust_external_memory(env, -(int64_t)(intptr_t)hint, NULL);
+  free(data);
+}
+
+static napi_value hex_id(napi_env env, const uint8_t id[32]) {
+  static const char digits[] = "0123456789abcdef";
+  char hex[64];
+  for (int i = 0; i < 32; i++) {
+    hex[2 * i] = digits[id[i] >> 4];
+    hex[2 * i + 1] = digits[id[i] & 15];
+  }
+  napi_value s = NULL;
+  napi_create_string_latin1(env, hex, 64, &s);
+  return s;
+}
+
+/** Hands op->out to a Buffer that frees it when collected (and tells V8 how much it holds). */
+static napi_value take_output(napi_env env, Op *op) {
+  napi_value buf = NULL;
+  if (op->out_len == 0) {
+    void *ignored;
+    napi_create_buffer(env, 0, &ignored, &buf);
+    return buf;
+  }
+  if (napi_create_external_buffer(env, op->out_len, op->out, free_result, (void *)(intptr_t)op->out_len, &buf) != napi_ok) {
+    return NULL;
+  }
+  int64_t adjusted;
+  napi_adjust_external_memory(env, (int64_t)op->out_len, &adjusted);
+  op->out = NULL; // owned by the Buffer now
+  return buf;
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  Op *op = data;
+  napi_value result = NULL;
+  if (status != napi_ok && !op->error) op->error = "cancelled";
+  if (!op->error) {
+    switch (op->kind) {
+      case OP_HASH: result = hex_id(env, op->id); break;
+      case OP_SEAL: {
+        napi_value sealed = take_output(env, op), flag;
+        napi_get_boolean(env, op->compressed, &flag);
+        napi_create_object(env, &result);
+        napi_set_named_property(env, result, "sealed", sealed);
+        napi_set_named_property(env, result, "compressed", flag);
+        break;
+      }
+      case OP_OPEN: {
+        napi_value plain = take_output(env, op), id = hex_id(env, op->id);
+        napi_create_object(env, &result);
+        napi_set_named_property(env, result, "plain", plain);
+        napi_set_named_property(env, result, "id", id);
+        break;
+      }
+    }
+  }
+  if (op->error) {
+    napi_value msg, err;
+    napi_create_string_utf8(env, op->error, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, op->deferred, err);
+  } else {
+    napi_resolve_deferred(env, op->deferred, result);
+  }
+  free(op->out);
+  napi_delete_reference(env, op->input_ref);
+  napi_delete_reference(env, op->keys_ref);
+  napi_delete_async_work(env, op->work);
+  free(op);
+}
+
+/** Common entry: (keys, data: Uint8Array, number) → Promise; `data` must not change until it settles. */
+static napi_value queue_op(napi_env env, napi_callback_info info, OpKind kind) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Keys *keys = argc >= 2 ? get_keys(env, argv[0]) : NULL;
+  napi_typedarray_type type;
+  size_t len = 0;
+  void *data = NULL;
+  if (!keys || napi_get_typedarray_info(env, argv[1], &type, &len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "bunker-codec: (keys, Uint8Array[, number]) expected");
+    return NULL;
+  }
+  int64_t number = 0;
+  if (argc >= 3) CHECK(napi_get_value_int64(env, argv[2], &number));
+  if (len > INT32_MAX || number < 0 || number > INT32_MAX) {
+    napi_throw_range_error(env, NULL, "bunker-codec: blob or length too large");
+    return NULL;
+  }
+  Op *op = calloc(1, sizeof(Op));
+  if (!op) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  op->kind = kind;
+  op->keys = keys;
+  op->in = data;
+  op->in_len = len;
+  op->level = (int)number;
+  op->expected_len = (size_t)number;
+  napi_value promise, name;
+  CHECK(napi_create_reference(env, argv[1], 1, &op->input_ref));
+  CHECK(napi_create_reference(env, argv[0], 1, &op->keys_ref));
+  CHECK(napi_create_promise(env, &op->deferred, &promise));
+  CHECK(napi_create_string_utf8(env, "bunker-codec", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, execute, complete, op, &op->work));
+  CHECK(napi_queue_async_work(env, op->work));
+  return promise;
+}
+
+/** hash(keys, data) → Promise<hex id>. */
+static napi_value hash_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_HASH); }
+/** seal(keys, data, level) → Promise<{ sealed: Buffer, compressed: boolean }>. */
+static napi_value seal_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_SEAL); }
+/** open(keys, sealed, plainLength) → Promise<{ plain: Buffer, id: hex }>; rejects when damaged. */
+static napi_value open_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_OPEN); }
+
+/** hashSync(keys, data) → hex id, on the calling thread (for small blobs a pool trip costs more). */
+static napi_value hash_sync(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Keys *keys = argc == 2 ? get_keys(env, argv[0]) : NULL;
+  napi_typedarray_type type;
+  size_t len;
+  void *data;
+  if (!keys || napi_get_typedarray_info(env, argv[1], &type, &len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "hashSync(keys, Uint8Array) expected");
+    return NULL;
+  }
+  uint8_t id[32];
+  hmac_id(keys, data, len, id);
+  return hex_id(env, id);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"keys", NULL, create_keys, NULL, NULL, NULL, napi_default, NULL},
+      {"scan", NULL, scan, NULL, NULL, NULL, napi_default, NULL},
+      {"hash", NULL, hash_async, NULL, NULL, NULL, napi_default, NULL},
+      {"hashSync", NULL, hash_sync, NULL, NULL, NULL, napi_default, NULL},
+      {"seal", NULL, seal_async, NULL, NULL, NULL, napi_default, NULL},
+      {"open", NULL, open_async, NULL, NULL, NULL, napi_default, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

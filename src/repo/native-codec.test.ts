@@ -1,0 +1,58 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { NativeCodec } from './native-codec.js';
+
+const keys = { encKey: randomBytes(32), idKey: randomBytes(32) };
+const codec = new NativeCodec(keys, 2);
+const hmac = (data: Uint8Array) => createHmac('sha256', keys.idKey).update(data).digest('hex');
+const text = (n: number) => Buffer.from('INSERT INTO t VALUES (1, 2, 3);\n'.repeat(Math.ceil(n / 32)).slice(0, n));
+
+describe('native codec', () => {
+  it('ids are HMAC-SHA-256 with the id key, on the pool and on the calling thread', async () => {
+    for (const data of [Buffer.alloc(0), randomBytes(1), randomBytes(100_000)]) {
+      expect(await codec.hash(data)).toBe(hmac(data));
+      expect(codec.hashSync(data)).toBe(hmac(data));
+    }
+  });
+
+  it('round-trips compressible, incompressible and tiny blobs, compressing only what pays', async () => {
+    for (const [data, compresses] of [
+      [text(1 << 20), true],
+      [randomBytes(1 << 20), false],
+      [randomBytes(300 * 1024), false], // sampled and skipped
+      [Buffer.from('x'), false], // too small to try
+    ] as const) {
+      const { sealed, compressed } = await codec.seal(data, 3);
+      expect(compressed).toBe(compresses);
+      if (compresses) expect(sealed.length).toBeLessThan(data.length / 4);
+      const { plain, id } = await codec.open(sealed, data.length, 'blob T');
+      expect(plain.equals(data)).toBe(true);
+      expect(id).toBe(hmac(data));
+    }
+  });
+
+  it('stores raw at level 0', async () => {
+    const data = text(100_000);
+    const { sealed, compressed } = await codec.seal(data, 0);
+    expect(compressed).toBe(false);
+    expect(sealed.length).toBe(data.length + 29);
+  });
+
+  it('reports a flipped bit, a truncation and a wrong expected length as a corrupt blob', async () => {
+    const data = text(200_000);
+    const { sealed } = await codec.seal(data, 3);
+    const flipped = Buffer.from(sealed);
+    flipped[20]! ^= 1;
+    await expect(codec.open(flipped, data.length, 'blob X')).rejects.toThrow(/blob X failed authentication/);
+    await expect(codec.open(sealed.subarray(0, sealed.length - 1), data.length, 'blob Y')).rejects.toThrow(/blob Y/);
+    await expect(codec.open(sealed.subarray(0, 10), data.length, 'blob Z')).rejects.toThrow(/blob Z/);
+    // A frame that decompresses to more than the index says is refused, not allocated.
+    await expect(codec.open(sealed, data.length - 1, 'blob W')).rejects.toThrow(/blob W/);
+  });
+
+  it('refuses work once closed', async () => {
+    const closing = new NativeCodec(keys, 1);
+    closing.close();
+    await expect(closing.seal(text(10), 3)).rejects.toThrow(/closed/);
+  });
+});

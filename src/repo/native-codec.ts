@@ -1,0 +1,112 @@
+// The repository's per-byte work, done by the C addon native/bunker-codec.c (built by `npm ci` through
+// the root binding.gyp): the chunker's gear scan, blob ids, and sealing/opening blobs on libuv's
+// thread pool. Blob format: nonce(12) ‖ AES-256-GCM(flag ‖ payload) ‖ tag(16), flag 0 raw, 1 zstd;
+// chunks whose samples don't shrink by 3 % at zstd level 1 are stored raw without trying the rest.
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { BunkerError } from '../core/index.js';
+
+/** Opaque handle to copies of the encryption and id keys, held in C memory. */
+type KeysHandle = { readonly __keys: unique symbol };
+
+interface CodecAddon {
+  keys(encKey: Buffer, idKey: Buffer): KeysHandle;
+  scan(data: Uint8Array, from: number, stop: number, mask: number, gear: Int32Array, state: Int32Array): number;
+  hash(keys: KeysHandle, data: Uint8Array): Promise<string>;
+  hashSync(keys: KeysHandle, data: Uint8Array): string;
+  seal(keys: KeysHandle, data: Uint8Array, level: number): Promise<SealResult>;
+  open(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult>;
+}
+
+export interface SealResult {
+  sealed: Buffer;
+  compressed: boolean;
+}
+
+export interface OpenResult {
+  plain: Buffer;
+  /** HMAC id recomputed from the plaintext; the caller compares it with the id it asked for. */
+  id: string;
+}
+
+let loaded: CodecAddon | undefined;
+
+export function codecAddon(): CodecAddon {
+  if (loaded) return loaded;
+  // src/repo and dist/repo are both two levels below the package root.
+  const require = createRequire(import.meta.url);
+  try {
+    loaded = require('../../build/Release/bunker_codec.node') as CodecAddon;
+  } catch (err) {
+    throw new BunkerError('internal', "the repository's native codec (build/Release/bunker_codec.node) is not built", {
+      cause: err,
+      hint: 'Run `npm ci` in the Bunker folder; it needs a C compiler and Node headers.',
+    });
+  }
+  return loaded;
+}
+
+/**
+ * Runs blob work on the thread pool, at most `size` operations at once: libuv's pool (4 threads by
+ * default) also serves file reads and writes, and those must not wait behind a queue of compressions.
+ */
+export class NativeCodec {
+  readonly size: number;
+  private readonly addon = codecAddon();
+  private readonly keys: KeysHandle;
+  private running = 0;
+  private readonly queue: (() => void)[] = [];
+  private closed = false;
+
+  constructor(keys: { encKey: Buffer; idKey: Buffer }, size = Math.max(1, Math.min(4, availableParallelism()))) {
+    this.keys = this.addon.keys(keys.encKey, keys.idKey);
+    this.size = size;
+  }
+
+  /** HMAC-SHA-256 id of a small blob on this thread (a pool trip costs more than hashing it). */
+  hashSync(data: Uint8Array): string {
+    return this.addon.hashSync(this.keys, data);
+  }
+
+  /** HMAC-SHA-256 id of a blob, on the pool. `data` must not change until this settles. */
+  hash(data: Uint8Array): Promise<string> {
+    return this.run(() => this.addon.hash(this.keys, data));
+  }
+
+  /** Compresses (unless level is 0 or it does not pay) and encrypts a blob. */
+  seal(data: Uint8Array, level: number): Promise<SealResult> {
+    return this.run(() => this.addon.seal(this.keys, data, level));
+  }
+
+  /** Decrypts, authenticates, decompresses and hashes a sealed blob; `what` names it in errors. */
+  async open(sealed: Uint8Array, plainLength: number, what: string): Promise<OpenResult> {
+    try {
+      return await this.run(() => this.addon.open(this.keys, sealed, plainLength));
+    } catch (err) {
+      if (err instanceof BunkerError) throw err;
+      throw new BunkerError('corrupt', `${what} failed authentication or decompression (damaged or modified)`, {
+        cause: err,
+        hint: 'Run `bunker repo:check --read-data` to list every damaged object.',
+        details: { object: what },
+      });
+    }
+  }
+
+  private async run<T>(op: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new BunkerError('internal', 'the repository was closed');
+    if (this.running < this.size) this.running++;
+    else await new Promise<void>((resolve) => this.queue.push(resolve)); // a finishing op hands us its slot
+    try {
+      return await op();
+    } finally {
+      const next = this.queue.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+
+  /** Refuses new work; operations already on the pool finish on their own. */
+  close(): void {
+    this.closed = true;
+  }
+}
