@@ -1,5 +1,5 @@
 // The repository's per-byte work in C (src/repo/native-codec.ts): the chunker's gear-hash scan, blob
-// ids (HMAC-SHA-256), and sealing and opening blobs (zstd, AES-256-GCM). Hashing, sealing and opening
+// ids (HMAC-SHA-256), pack names (SHA-256), and sealing and opening blobs (zstd, AES-256-GCM). Hashing, sealing and opening
 // run on libuv's thread pool, so they use every core without worker isolates, message copies or the
 // garbage those leave behind. OpenSSL is Node's own (its symbols are exported by the node binary);
 // zstd is compiled from the sources zstd-napi ships (the same pinned version the JS side used).
@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,7 +145,7 @@ static napi_value scan(napi_env env, napi_callback_info info) {
 
 // ---------- blob work on the thread pool ----------
 
-typedef enum { OP_HASH, OP_SEAL, OP_OPEN } OpKind;
+typedef enum { OP_HASH, OP_SEAL, OP_OPEN, OP_SHA256 } OpKind;
 
 typedef struct {
   OpKind kind;
@@ -157,6 +158,9 @@ typedef struct {
   size_t in_len;
   int level;             // seal: zstd level, 0 = never compress
   size_t expected_len;   // open: the plaintext length the index records
+  size_t part_count;     // sha256: the input is these parts, in order
+  const uint8_t **parts;
+  size_t *part_lens;
   // results
   uint8_t id[32];
   uint8_t *out;          // allocation handed to the result Buffer (freed by its finalizer)
@@ -282,6 +286,16 @@ static void execute(napi_env env, void *data) {
     case OP_HASH: hmac_id(op->keys, op->in, op->in_len, op->id); break;
     case OP_SEAL: do_seal(op); break;
     case OP_OPEN: do_open(op); break;
+    case OP_SHA256: {
+      EVP_MD_CTX *md = EVP_MD_CTX_new();
+      unsigned int n = 32;
+      int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+      for (size_t i = 0; ok && i < op->part_count; i++) ok = EVP_DigestUpdate(md, op->parts[i], op->part_lens[i]) == 1;
+      ok = ok && EVP_DigestFinal_ex(md, op->id, &n) == 1;
+      EVP_MD_CTX_free(md);
+      if (!ok) op->error = "sha256 failed";
+      break;
+    }
   }
 }
 
@@ -325,7 +339,8 @@ static void complete(napi_env env, napi_status status, void *data) {
   if (status != napi_ok && !op->error) op->error = "cancelled";
   if (!op->error) {
     switch (op->kind) {
-      case OP_HASH: result = hex_id(env, op->id); break;
+      case OP_HASH:
+      case OP_SHA256: result = hex_id(env, op->id); break;
       case OP_SEAL: {
         napi_value sealed = take_output(env, op), flag;
         napi_get_boolean(env, op->compressed, &flag);
@@ -352,8 +367,10 @@ static void complete(napi_env env, napi_status status, void *data) {
     napi_resolve_deferred(env, op->deferred, result);
   }
   free(op->out);
+  free(op->parts);
+  free(op->part_lens);
   napi_delete_reference(env, op->input_ref);
-  napi_delete_reference(env, op->keys_ref);
+  if (op->keys_ref) napi_delete_reference(env, op->keys_ref);
   napi_delete_async_work(env, op->work);
   free(op);
 }
@@ -405,6 +422,51 @@ static napi_value seal_async(napi_env env, napi_callback_info info) { return que
 /** open(keys, sealed, plainLength) → Promise<{ plain: Buffer, id: hex }>; rejects when damaged. */
 static napi_value open_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_OPEN); }
 
+/** sha256(parts: Uint8Array[]) → Promise<hex>: the plain SHA-256 of the concatenated parts (pack names). */
+static napi_value sha256_async(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t count = 0;
+  bool is_array = false;
+  if (argc != 1 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[0], &count) != napi_ok) {
+    napi_throw_type_error(env, NULL, "sha256(parts: Uint8Array[]) expected");
+    return NULL;
+  }
+  Op *op = calloc(1, sizeof(Op));
+  if (!op) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  op->kind = OP_SHA256;
+  op->part_count = count;
+  op->parts = calloc(count ? count : 1, sizeof *op->parts);
+  op->part_lens = calloc(count ? count : 1, sizeof *op->part_lens);
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value part;
+    napi_typedarray_type type;
+    void *data = NULL;
+    if (napi_get_element(env, argv[0], i, &part) != napi_ok ||
+        napi_get_typedarray_info(env, part, &type, &op->part_lens[i], &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+      free(op->parts);
+      free(op->part_lens);
+      free(op);
+      napi_throw_type_error(env, NULL, "sha256(parts: Uint8Array[]) expected");
+      return NULL;
+    }
+    op->parts[i] = data;
+  }
+  // The array holds every part: referencing it keeps them alive until the digest is done.
+  napi_value promise, name;
+  CHECK(napi_create_reference(env, argv[0], 1, &op->input_ref));
+  CHECK(napi_create_promise(env, &op->deferred, &promise));
+  CHECK(napi_create_string_utf8(env, "bunker-codec", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, execute, complete, op, &op->work));
+  CHECK(napi_queue_async_work(env, op->work));
+  return promise;
+}
+
 /** hashSync(keys, data) → hex id, on the calling thread (for small blobs a pool trip costs more). */
 static napi_value hash_sync(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -431,6 +493,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"hashSync", NULL, hash_sync, NULL, NULL, NULL, napi_default, NULL},
       {"seal", NULL, seal_async, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, open_async, NULL, NULL, NULL, napi_default, NULL},
+      {"sha256", NULL, sha256_async, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

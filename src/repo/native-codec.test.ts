@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { NativeCodec } from './native-codec.js';
 
@@ -54,5 +54,13 @@ describe('native codec', () => {
     const closing = new NativeCodec(keys, 1);
     closing.close();
     await expect(closing.seal(text(10), 3)).rejects.toThrow(/closed/);
+  });
+});
+
+describe('native sha256', () => {
+  it('is the SHA-256 of the parts concatenated', async () => {
+    const parts = [randomBytes(1000), Buffer.alloc(0), randomBytes(70_000)];
+    expect(await codec.sha256(parts)).toBe(createHash('sha256').update(Buffer.concat(parts)).digest('hex'));
+    expect(await codec.sha256([])).toBe(createHash('sha256').digest('hex'));
   });
 });

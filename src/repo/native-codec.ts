@@ -16,6 +16,7 @@ interface CodecAddon {
   hashSync(keys: KeysHandle, data: Uint8Array): string;
   seal(keys: KeysHandle, data: Uint8Array, level: number): Promise<SealResult>;
   open(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult>;
+  sha256(parts: Uint8Array[]): Promise<string>;
 }
 
 export interface SealResult {
@@ -71,6 +72,11 @@ export class NativeCodec {
   /** HMAC-SHA-256 id of a blob, on the pool. `data` must not change until this settles. */
   hash(data: Uint8Array): Promise<string> {
     return this.run(() => this.addon.hash(this.keys, data));
+  }
+
+  /** Plain SHA-256 of the concatenated parts (a pack's name), on the pool. */
+  sha256(parts: Uint8Array[]): Promise<string> {
+    return this.run(() => this.addon.sha256(parts));
   }
 
   /** Compresses (unless level is 0 or it does not pay) and encrypts a blob. */

@@ -6,6 +6,7 @@ import { Readable, Writable } from 'node:stream';
 import { BunkerError, ID_PATTERN, newId } from '../core/index.js';
 import { isNotFound, type StorageBackend } from '../storage/index.js';
 import { Chunker, gearTable, type ChunkSizes } from './chunker.js';
+import { BlobIndex, type BlobType, type IndexEntry } from './blob-index.js';
 import { corrupt, open, seal, type MasterKeys } from './crypto.js';
 import { NativeCodec } from './native-codec.js';
 import { treeReferences } from './tree.js';
@@ -22,7 +23,6 @@ import type {
   WriteStats,
 } from './types.js';
 
-export type BlobType = 'data' | 'tree';
 
 export interface RepoConfig {
   version: 1;
@@ -36,14 +36,6 @@ export interface RepoConfig {
 export interface RepositoryOptions {
   /** Blob operations (hashing, compression, encryption) run at once on the thread pool (default: the machine's cores, at most 4). */
   workers?: number;
-}
-
-interface IndexEntry {
-  pack: string;
-  type: BlobType;
-  offset: number;
-  length: number;
-  rawLength: number;
 }
 
 /** [id, offset, length, rawLength] — compact rows for pack headers and index files. */
@@ -119,7 +111,7 @@ export class BunkerRepository implements Repository {
   private readonly gear: Int32Array;
   private readonly codec: NativeCodec;
   /** Every blob known to be stored: from index files, plus packs this handle wrote. */
-  private readonly index = new Map<BlobId, IndexEntry>();
+  private readonly index = new BlobIndex();
   private readonly loadedIndexes = new Set<string>();
   /** Blobs accepted for storage whose pack is not written yet (dedup must see them). */
   private readonly pending = new Set<BlobId>();
@@ -174,7 +166,7 @@ export class BunkerRepository implements Repository {
   private addIndexRecords(packs: PackRecord[]): void {
     for (const pack of packs) {
       for (const [id, offset, length, rawLength] of pack.blobs) {
-        if (!this.index.has(id)) this.index.set(id, { pack: pack.id, type: pack.type, offset, length, rawLength });
+        this.index.add(id, { pack: pack.id, type: pack.type, offset, length, rawLength });
       }
     }
   }
@@ -277,7 +269,7 @@ export class BunkerRepository implements Repository {
     // Written in parts: no 16 MiB copy of the pack.
     const parts = [...builder.parts, sealedHeader, trailer];
     builder.parts = [];
-    const id = sha256(parts);
+    const id = await this.codec.sha256(parts);
     await this.storage.put(packName(id), parts);
     this.totals.storedBytes += parts.reduce((n, p) => n + p.length, 0);
     const record: PackRecord = { id, type: builder.type, blobs: builder.blobs };

@@ -1,0 +1,41 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { BlobIndex, type IndexEntry } from './blob-index.js';
+
+const randomId = () => randomBytes(32).toString('hex');
+
+describe('blob index', () => {
+  it('finds every entry it was given across growth, and nothing else', () => {
+    const index = new BlobIndex();
+    const expected = new Map<string, IndexEntry>();
+    for (let i = 0; i < 5000; i++) {
+      const entry: IndexEntry = { pack: `pack-${i % 7}`, type: i % 3 === 0 ? 'tree' : 'data', offset: i * 1000, length: 4_000_000_000 - i, rawLength: i };
+      const id = randomId();
+      index.add(id, entry);
+      expected.set(id, entry);
+    }
+    expect(index.size).toBe(5000);
+    for (const [id, entry] of expected) expect(index.get(id)).toEqual(entry);
+    for (let i = 0; i < 1000; i++) expect(index.has(randomId())).toBe(false);
+    expect([...index.values()].map((e) => e.rawLength).sort((a, b) => a - b)).toEqual([...Array(5000).keys()]);
+  });
+
+  it('keeps the first entry of an id added twice', () => {
+    const index = new BlobIndex();
+    const id = randomId();
+    index.add(id, { pack: 'a', type: 'data', offset: 1, length: 2, rawLength: 3 });
+    index.add(id, { pack: 'b', type: 'tree', offset: 4, length: 5, rawLength: 6 });
+    expect(index.size).toBe(1);
+    expect(index.get(id)).toEqual({ pack: 'a', type: 'data', offset: 1, length: 2, rawLength: 3 });
+  });
+
+  it('treats ids that are not 64 hex digits as absent, and refuses to add them', () => {
+    const index = new BlobIndex();
+    const id = randomId();
+    index.add(id, { pack: 'a', type: 'data', offset: 0, length: 1, rawLength: 1 });
+    expect(index.has(id + '00')).toBe(false);
+    expect(index.has(id.slice(0, 62))).toBe(false);
+    expect(index.has('zz' + id.slice(2))).toBe(false);
+    expect(() => index.add('xyz', { pack: 'a', type: 'data', offset: 0, length: 1, rawLength: 1 })).toThrow(/not a blob id/);
+  });
+});
