@@ -58,17 +58,58 @@ interface PackHeader {
   blobs: BlobRow[];
 }
 
+/**
+ * A pack being filled. Sealed blobs under SMALL_BLOB are copied into shared 1 MiB segments: a mount
+ * of tiny files makes ~100,000 blobs per pack, and one Buffer object per blob (plus its allocation)
+ * costs more memory than the blob itself. Larger blobs are kept as they are (no copy).
+ */
 class PackBuilder {
   parts: Buffer[] = [];
   size = 0;
   blobs: BlobRow[] = [];
+  private segment: Buffer | null = null;
+  private segmentUsed = 0;
   constructor(readonly type: BlobType) {}
+
+  append(id: BlobId, sealed: Buffer, rawLength: number): void {
+    this.blobs.push([id, this.size, sealed.length, rawLength]);
+    this.size += sealed.length;
+    if (sealed.length >= SMALL_BLOB) {
+      this.closeSegment();
+      this.parts.push(sealed);
+      return;
+    }
+    if (!this.segment || this.segmentUsed + sealed.length > this.segment.length) {
+      this.closeSegment();
+      this.segment = Buffer.allocUnsafeSlow(SEGMENT_BYTES);
+    }
+    sealed.copy(this.segment, this.segmentUsed);
+    this.segmentUsed += sealed.length;
+  }
+
+  /** The pack body, in order. */
+  takeParts(): Buffer[] {
+    this.closeSegment();
+    const parts = this.parts;
+    this.parts = [];
+    return parts;
+  }
+
+  private closeSegment(): void {
+    if (this.segment && this.segmentUsed > 0) this.parts.push(this.segment.subarray(0, this.segmentUsed));
+    this.segment = null;
+    this.segmentUsed = 0;
+  }
 }
 
 export const CONFIG_NAME = 'config';
 export const PACK_TRAILER = 8; // u32le header length ‖ "BNKP"
 const PACK_MAGIC = Buffer.from('BNKP');
+/** An index file is written after this many packs, or sooner once this many blobs wait for one. */
 const INDEX_EVERY_PACKS = 32;
+const INDEX_EVERY_BLOBS = 100_000;
+const SMALL_BLOB = 64 * 1024;
+const SEGMENT_BYTES = 1024 * 1024;
 const HEX64 = /^[0-9a-f]{64}$/;
 /** Below this, hashing on the main thread is cheaper than a round trip to a worker. */
 const INLINE_HASH_BYTES = 64 * 1024;
@@ -118,6 +159,7 @@ export class BunkerRepository implements Repository {
   private readonly open: Partial<Record<BlobType, PackBuilder>> = {};
   /** Packs written but not yet named by an index file. */
   private unindexed: PackRecord[] = [];
+  private unindexedBlobs = 0;
   /** Blob stores in progress (seal + pack append); bounded for backpressure. */
   private readonly storing = new Set<Promise<void>>();
   private readonly maxStoring: number;
@@ -237,9 +279,7 @@ export class BunkerRepository implements Repository {
       const { sealed } = await this.codec.seal(chunk, this.config.compressionLevel);
       onStored?.(sealed.length);
       const builder = (this.open[type] ??= new PackBuilder(type));
-      builder.blobs.push([id, builder.size, sealed.length, rawLength]);
-      builder.parts.push(sealed);
-      builder.size += sealed.length;
+      builder.append(id, sealed, rawLength);
       if (builder.size >= this.config.packSize) {
         delete this.open[type];
         await this.queuePackWrite(builder);
@@ -267,8 +307,7 @@ export class BunkerRepository implements Repository {
     trailer.writeUInt32LE(sealedHeader.length, 0);
     PACK_MAGIC.copy(trailer, 4);
     // Written in parts: no 16 MiB copy of the pack.
-    const parts = [...builder.parts, sealedHeader, trailer];
-    builder.parts = [];
+    const parts = [...builder.takeParts(), sealedHeader, trailer];
     const id = await this.codec.sha256(parts);
     await this.storage.put(packName(id), parts);
     this.totals.storedBytes += parts.reduce((n, p) => n + p.length, 0);
@@ -276,13 +315,18 @@ export class BunkerRepository implements Repository {
     this.addIndexRecords([record]);
     for (const [blob] of builder.blobs) this.pending.delete(blob);
     this.unindexed.push(record);
-    if (this.unindexed.length >= INDEX_EVERY_PACKS) await this.writeIndex();
+    this.unindexedBlobs += record.blobs.length;
+    // Rows waiting for an index are a few hundred bytes each; once indexed they live in the compact
+    // BlobIndex only. Tiny files make many rows per pack, so count rows as well as packs.
+    if (this.unindexed.length >= INDEX_EVERY_PACKS || this.unindexedBlobs >= INDEX_EVERY_BLOBS) await this.writeIndex();
   }
 
   private async writeIndex(): Promise<void> {
     const packs = this.unindexed;
     if (packs.length === 0) return;
+    const blobs = this.unindexedBlobs;
     this.unindexed = [];
+    this.unindexedBlobs = 0;
     const file: IndexFile = { version: 1, packs };
     const sealed = seal(this.keys.encKey, Buffer.from(JSON.stringify(file)));
     const name = `index/${sha256(sealed)}`;
@@ -290,6 +334,7 @@ export class BunkerRepository implements Repository {
       await this.storage.put(name, sealed);
     } catch (err) {
       this.unindexed.unshift(...packs);
+      this.unindexedBlobs += blobs;
       throw err;
     }
     this.totals.storedBytes += sealed.length;

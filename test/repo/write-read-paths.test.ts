@@ -103,3 +103,19 @@ describe('writeStream small writes and readStream merged reads', () => {
     expect(err.message).toMatch(/closed/);
   });
 });
+
+describe('packs of many small blobs', () => {
+  it('reads back tiny and large blobs interleaved in packs (small ones share segments), after a reopen', async () => {
+    t = await createTestRepo();
+    const items: { data: Buffer; ref: StreamRef }[] = [];
+    for (let i = 0; i < 6000; i++) {
+      // Mostly tiny incompressible files, with a large one now and then that is kept as its own part.
+      const data = i % 500 === 0 ? randomBytes(3 * MiB) : randomBytes(20 + (i % 180));
+      items.push({ data, ref: await t.repo.storeBuffer(data) });
+    }
+    await t.repo.flush();
+    const again = await t.reopen();
+    for (const { data, ref } of items) expect((await again.readBuffer(ref)).equals(data)).toBe(true);
+    expect((await again.check({ readData: true })).errors).toEqual([]);
+  });
+});
