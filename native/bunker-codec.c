@@ -467,6 +467,59 @@ static napi_value sha256_async(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/**
+ * sealSync / openSync: the same work on the calling thread, for tiny blobs (a mount of small files),
+ * where a pool round trip costs more than the work and a malloc per blob on pool threads fragments
+ * their arenas. Results are copied into ordinary Buffers.
+ */
+static napi_value run_sync(napi_env env, napi_callback_info info, OpKind kind) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  Keys *keys = argc == 3 ? get_keys(env, argv[0]) : NULL;
+  napi_typedarray_type type;
+  int64_t number = 0;
+  Op op;
+  memset(&op, 0, sizeof op);
+  void *data = NULL;
+  if (!keys || napi_get_typedarray_info(env, argv[1], &type, &op.in_len, &data, NULL, NULL) != napi_ok ||
+      type != napi_uint8_array || napi_get_value_int64(env, argv[2], &number) != napi_ok || number < 0 ||
+      number > INT32_MAX || op.in_len > INT32_MAX) {
+    napi_throw_type_error(env, NULL, "bunker-codec: (keys, Uint8Array, number) expected");
+    return NULL;
+  }
+  op.kind = kind;
+  op.keys = keys;
+  op.in = data;
+  op.level = (int)number;
+  op.expected_len = (size_t)number;
+  if (kind == OP_SEAL) do_seal(&op);
+  else do_open(&op);
+  if (op.error) {
+    free(op.out);
+    napi_throw_error(env, NULL, op.error);
+    return NULL;
+  }
+  napi_value buf, result, extra;
+  void *copy;
+  napi_status st = napi_create_buffer_copy(env, op.out_len, op.out ? op.out : (void *)"", &copy, &buf);
+  free(op.out);
+  CHECK(st);
+  CHECK(napi_create_object(env, &result));
+  if (kind == OP_SEAL) {
+    CHECK(napi_get_boolean(env, op.compressed, &extra));
+    CHECK(napi_set_named_property(env, result, "sealed", buf));
+    CHECK(napi_set_named_property(env, result, "compressed", extra));
+  } else {
+    CHECK(napi_set_named_property(env, result, "plain", buf));
+    CHECK(napi_set_named_property(env, result, "id", hex_id(env, op.id)));
+  }
+  return result;
+}
+
+static napi_value seal_sync(napi_env env, napi_callback_info info) { return run_sync(env, info, OP_SEAL); }
+static napi_value open_sync(napi_env env, napi_callback_info info) { return run_sync(env, info, OP_OPEN); }
+
 /** hashSync(keys, data) → hex id, on the calling thread (for small blobs a pool trip costs more). */
 static napi_value hash_sync(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -494,6 +547,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"seal", NULL, seal_async, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, open_async, NULL, NULL, NULL, napi_default, NULL},
       {"sha256", NULL, sha256_async, NULL, NULL, NULL, napi_default, NULL},
+      {"sealSync", NULL, seal_sync, NULL, NULL, NULL, napi_default, NULL},
+      {"openSync", NULL, open_sync, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -64,3 +64,17 @@ describe('native sha256', () => {
     expect(await codec.sha256([])).toBe(createHash('sha256').digest('hex'));
   });
 });
+
+describe('tiny blobs on the calling thread', () => {
+  it('seals and opens blobs under 4 KiB the same way, and reports damage the same way', async () => {
+    for (const data of [Buffer.from('a'), text(3000), randomBytes(4000)]) {
+      const { sealed } = await codec.seal(data, 3);
+      const { plain, id } = await codec.open(sealed, data.length, 'tiny');
+      expect(plain.equals(data)).toBe(true);
+      expect(id).toBe(hmac(data));
+      const damaged = Buffer.from(sealed);
+      damaged[damaged.length - 1]! ^= 0x80;
+      await expect(codec.open(damaged, data.length, 'tiny blob')).rejects.toThrow(/tiny blob failed authentication/);
+    }
+  });
+});

@@ -17,7 +17,15 @@ interface CodecAddon {
   seal(keys: KeysHandle, data: Uint8Array, level: number): Promise<SealResult>;
   open(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult>;
   sha256(parts: Uint8Array[]): Promise<string>;
+  sealSync(keys: KeysHandle, data: Uint8Array, level: number): SealResult;
+  openSync(keys: KeysHandle, sealed: Uint8Array, plainLength: number): OpenResult;
 }
+
+/**
+ * Blobs below this are sealed and opened on the calling thread: for a 100-byte file a pool round trip
+ * (async work, promise, wake-up) costs several times the work itself.
+ */
+const SYNC_BYTES = 4096;
 
 export interface SealResult {
   sealed: Buffer;
@@ -81,12 +89,20 @@ export class NativeCodec {
 
   /** Compresses (unless level is 0 or it does not pay) and encrypts a blob. */
   seal(data: Uint8Array, level: number): Promise<SealResult> {
+    if (data.length < SYNC_BYTES && !this.closed) {
+      try {
+        return Promise.resolve(this.addon.sealSync(this.keys, data, level));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     return this.run(() => this.addon.seal(this.keys, data, level));
   }
 
   /** Decrypts, authenticates, decompresses and hashes a sealed blob; `what` names it in errors. */
   async open(sealed: Uint8Array, plainLength: number, what: string): Promise<OpenResult> {
     try {
+      if (sealed.length < SYNC_BYTES && !this.closed) return this.addon.openSync(this.keys, sealed, plainLength);
       return await this.run(() => this.addon.open(this.keys, sealed, plainLength));
     } catch (err) {
       if (err instanceof BunkerError) throw err;
