@@ -1,8 +1,10 @@
 // A consistent backup: one REPEATABLE READ transaction exports its snapshot (pin, milliseconds); the
 // schema comes from pg_dump --snapshot and each table's rows from COPY in parallel psql sessions that
 // adopt the same snapshot, one repository stream per table so an unchanged table deduplicates.
+import type { Writable } from 'node:stream';
 import pg from 'pg';
 import { BunkerError, asBunkerError } from '../../core/errors.js';
+import { redact } from '../../core/redact.js';
 import type { BackupContext, BackupSession } from '../engine.js';
 import type { ServiceArtifact, StreamRef } from '../../repo/types.js';
 import {
@@ -17,8 +19,11 @@ import {
   type TableEntry,
 } from './catalog.js';
 import { clientConfig, toolEnv, type PgTarget } from './connection.js';
-import { PSQL_FLAGS, parallel, runTool } from './tools.js';
+import { parallel, runTool } from './tools.js';
+import { copyTo } from './copy.js';
 import { FORMAT, type PgMeta, tableStreamKey, SCHEMA_STREAM, LARGE_OBJECTS_STREAM, partQuery, partsFor } from './format.js';
+
+const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 export class PgBackupSession implements BackupSession {
   private client: pg.Client | undefined;
@@ -118,7 +123,7 @@ export class PgBackupSession implements BackupSession {
         .flatMap((t) => Array.from({ length: t.parts }, (_, part) => ({ t, part, bytes: t.bytes / t.parts })))
         .sort((a, b) => b.bytes - a.bytes);
       const copies = parallel(work, this.jobs, ({ t, part }) =>
-        store(tableStreamKey(t, part), `${info.name} ${t.schema}.${t.name}#${part}`, (out) => this.copyOut(t, part, snapshot, env, out)),
+        store(tableStreamKey(t, part), `${info.name} ${t.schema}.${t.name}#${part}`, (out) => this.copyOut(t, part, snapshot, info.encoding, out)),
       );
       await Promise.all([schemaDump, loDump, copies]);
 
@@ -152,25 +157,36 @@ export class PgBackupSession implements BackupSession {
     }
   }
 
-  /** COPY one table as of the pinned snapshot. Text format: portable across versions and type OIDs. */
-  private copyOut(t: TableEntry, part: number, snapshot: string, env: NodeJS.ProcessEnv, out: NodeJS.WritableStream): Promise<void> {
-    return runTool({
-      tool: 'psql',
-      args: [
-        ...PSQL_FLAGS,
-        '-c', 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY',
-        '-c', `SET TRANSACTION SNAPSHOT '${snapshot}'`,
-        // Fail rather than silently skip rows hidden by row-level security (as pg_dump does).
-        '-c', 'SET row_security = off',
-        '-c', `COPY ${partQuery(t, part)} TO STDOUT`,
-        '-c', 'COMMIT',
-        '-d', this.target.database,
-      ],
-      env,
-      output: out as never,
-      signal: this.ctx.signal,
-      what: `copying table ${t.schema}.${t.name}`,
-    });
+  /**
+   * COPY one table (or one ctid range of it) as of the pinned snapshot, on a connection of our own.
+   * Text format: portable across versions and type OIDs. The client encoding is the database's, so
+   * the stored bytes are the database's own and the restore loads them without conversion.
+   */
+  private async copyOut(t: TableEntry, part: number, snapshot: string, encoding: string, out: NodeJS.WritableStream): Promise<void> {
+    const { signal } = this.ctx;
+    if (signal.aborted) throw new BunkerError('aborted', `copying table ${t.schema}.${t.name}: cancelled`);
+    const client = new pg.Client(clientConfig(this.target));
+    client.on('error', () => {}); // a dropped connection fails the running query
+    const onAbort = () => void client.end().catch(() => {});
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await client.connect();
+      await client.query(
+        `SET client_encoding TO ${literal(encoding)}; ` +
+          // Fail rather than silently skip rows hidden by row-level security (as pg_dump does).
+          `SET row_security = off; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT ${literal(snapshot)}`,
+      );
+      await copyTo(client, `COPY ${partQuery(t, part)} TO STDOUT`, out as Writable);
+      await client.query('COMMIT');
+      out.end();
+    } catch (err) {
+      (out as Writable).destroy(err as Error); // the stream's writer stops and reports this failure
+      if (signal.aborted) throw new BunkerError('aborted', `copying table ${t.schema}.${t.name}: cancelled`);
+      throw new BunkerError('engine', `copying table ${t.schema}.${t.name}: ${redact((err as Error).message)}`, { cause: err });
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      await client.end().catch(() => {});
+    }
   }
 
   async close(): Promise<void> {

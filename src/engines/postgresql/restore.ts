@@ -10,11 +10,13 @@ import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { BunkerError, asBunkerError } from '../../core/errors.js';
+import { redact } from '../../core/redact.js';
 import type { RestoreContext, RestoreSession } from '../engine.js';
 import type { ServiceArtifact } from '../../repo/types.js';
 import { clientConfig, toolEnv, withDatabase, type PgTarget } from './connection.js';
 import { FORMAT, LARGE_OBJECTS_STREAM, SCHEMA_STREAM, tableStreamKey, type PgMeta } from './format.js';
-import { PSQL_FLAGS, parallel, runTool } from './tools.js';
+import { parallel, runTool } from './tools.js';
+import { copyFrom } from './copy.js';
 
 /** Fixed-length, per-target names for the shadow and the displaced database (names cap at 63 bytes). */
 export function sideNames(target: string): { shadow: string; old: string } {
@@ -144,7 +146,7 @@ export class PgRestoreSession implements RestoreSession {
 
       await pgRestore(['--section=pre-data', '--single-transaction', schemaFile], 'creating the schema');
       phase('pre-data');
-      await this.copyIn(env, shadow);
+      await this.copyIn(shadow);
       phase('table data');
       await this.loadLargeObjects(pgRestore, work);
       await this.setSequences(shadow);
@@ -248,8 +250,15 @@ export class PgRestoreSession implements RestoreSession {
     await client?.end().catch(() => {});
   }
 
-  /** Rows of each table (each part of a split table), largest first, over `jobs` parallel psql sessions. */
-  private async copyIn(env: NodeJS.ProcessEnv, shadow: string): Promise<void> {
+  /**
+   * Rows of each table (each part of a split table), largest first, over `jobs` parallel connections,
+   * each stored stream sent as it is read (no psql in between). A table loaded in one piece is
+   * truncated and loaded with FREEZE in one transaction: its rows are stored frozen and all-visible,
+   * so the index builds and the first reads after the swap do not rewrite every page to set hint bits.
+   * The parts of a split table load side by side instead (FREEZE needs the table to have been created
+   * or truncated in the loading transaction, which only one connection can do).
+   */
+  private async copyIn(shadow: string): Promise<void> {
     const work = this.meta.tables
       .flatMap((t) => Array.from({ length: t.parts ?? 1 }, (_, part) => ({ t, key: tableStreamKey(t, part) })))
       .map((w) => {
@@ -259,16 +268,29 @@ export class PgRestoreSession implements RestoreSession {
       })
       .sort((a, b) => b.ref.size - a.ref.size);
     let done = 0;
+    const { signal } = this.ctx;
     await parallel(work, this.options.jobs, async ({ t, ref }) => {
+      const what = `loading table ${t.schema}.${t.name}`;
+      if (signal.aborted) throw new BunkerError('aborted', `${what}: cancelled`);
       const columns = t.columns ? ` (${t.columns})` : '';
-      await runTool({
-        tool: 'psql',
-        args: [...PSQL_FLAGS, '-c', `COPY ${t.qualified}${columns} FROM STDIN`, '-d', shadow],
-        env,
-        input: this.ctx.repo.readStream(ref),
-        signal: this.ctx.signal,
-        what: `loading table ${t.schema}.${t.name}`,
-      });
+      const whole = (t.parts ?? 1) <= 1;
+      const input = this.ctx.repo.readStream(ref);
+      const onAbort = () => input.destroy(new BunkerError('aborted', `${what}: cancelled`));
+      signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        await this.withShadow(shadow, async (client) => {
+          await client.query(`SET client_encoding TO ${literal(this.meta.encoding)}; SET synchronous_commit = off`);
+          if (whole) await client.query(`BEGIN; TRUNCATE ONLY ${t.qualified}`);
+          await copyFrom(client, `COPY ${t.qualified}${columns} FROM STDIN${whole ? ' (FREEZE)' : ''}`, input);
+          if (whole) await client.query('COMMIT');
+        });
+      } catch (err) {
+        input.destroy();
+        if (signal.aborted) throw new BunkerError('aborted', `${what}: cancelled`);
+        throw new BunkerError('engine', `${what}: ${redact((err as Error).message)}`, { cause: err });
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+      }
       done += ref.size;
       this.ctx.progress({ bytes: done, message: `${t.schema}.${t.name}` });
     });
