@@ -2,9 +2,9 @@
 // the root binding.gyp): the chunker's gear scan, blob ids, and sealing/opening blobs on libuv's
 // thread pool. Blob format: nonce(12) ‖ AES-256-GCM(flag ‖ payload) ‖ tag(16), flag 0 raw, 1 zstd;
 // chunks whose samples don't shrink by 3 % at zstd level 1 are stored raw without trying the rest.
-import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { BunkerError } from '../core/index.js';
+import { loadNativeAddon } from '../core/native-addon.js';
 
 /** Opaque handle to copies of the encryption and id keys, held in C memory. */
 type KeysHandle = { readonly __keys: unique symbol };
@@ -41,17 +41,7 @@ export interface OpenResult {
 let loaded: CodecAddon | undefined;
 
 export function codecAddon(): CodecAddon {
-  if (loaded) return loaded;
-  // src/repo and dist/repo are both two levels below the package root.
-  const require = createRequire(import.meta.url);
-  try {
-    loaded = require('../../build/Release/bunker_codec.node') as CodecAddon;
-  } catch (err) {
-    throw new BunkerError('internal', "the repository's native codec (build/Release/bunker_codec.node) is not built", {
-      cause: err,
-      hint: 'Run `npm ci` in the Bunker folder; it needs a C compiler and Node headers.',
-    });
-  }
+  loaded ??= loadNativeAddon<CodecAddon>('bunker_codec.node', "the repository's native codec");
   return loaded;
 }
 

@@ -1,7 +1,6 @@
 // The small C addon (native/bunker-fs.c, built by `npm ci` through the root binding.gyp) for what
 // Node's fs lacks: nanosecond timestamps, user xattrs, mknod (FIFOs, devices) and RENAME_EXCHANGE.
-import { createRequire } from 'node:module';
-import { BunkerError } from '../../core/errors.js';
+import { loadNativeAddon } from '../../core/native-addon.js';
 
 export interface NativeFs {
   /** utimensat(AT_SYMLINK_NOFOLLOW) with times in nanoseconds since the epoch. */
@@ -18,16 +17,6 @@ export interface NativeFs {
 let loaded: NativeFs | undefined;
 
 export function nativeFs(): NativeFs {
-  if (loaded) return loaded;
-  // src/engines/files and dist/engines/files are both three levels below the package root.
-  const require = createRequire(import.meta.url);
-  try {
-    loaded = require('../../../build/Release/bunker_fs.node') as NativeFs;
-  } catch (err) {
-    throw new BunkerError('engine_unavailable', 'the files engine\'s native addon (build/Release/bunker_fs.node) is not built', {
-      cause: err,
-      hint: 'Run `npm ci` (or `npx node-gyp rebuild`) in the Bunker folder; it needs a C compiler and Node headers.',
-    });
-  }
+  loaded ??= loadNativeAddon<NativeFs>('bunker_fs.node', "the files engine's native addon", 'engine_unavailable');
   return loaded;
 }
