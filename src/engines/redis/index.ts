@@ -14,6 +14,11 @@ export const redisConfigSchema = z
     url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// url'),
     /** An empty db index to stage single-db restores in; by default the highest empty index is used. */
     spare_db: z.number().int().min(0).optional(),
+    /**
+     * off (default): the server's rdbcompression is turned off for the moment of the backup's fork, so
+     * its child does not LZF-compress the snapshot; server: left as the server has it (a slow link).
+     */
+    rdbcompression: z.enum(['off', 'server']).optional(),
   })
   .strict();
 
@@ -46,7 +51,7 @@ export function createRedisEngine(name: string, config: RedisConfig, env: Engine
       }
     },
     async openBackup(ctx) {
-      return new RedisBackupSession(name, target, ctx);
+      return new RedisBackupSession(name, target, ctx, config.rdbcompression ?? 'off');
     },
     async openRestore(ctx, artifact) {
       return new RedisRestoreSession(name, target, config.spare_db, ctx, artifact);

@@ -91,6 +91,82 @@ describe('RdbParser', () => {
     expect(() => new RdbParser('test', true).push(mod)).toThrow(/"bloom:users" holds a module type/);
   });
 
+  it('walk() reads nothing past `to`, and its fast count-only path agrees with the full parse', () => {
+    // Many keys of the kinds the fast path takes (strings in every encoding, with expiry, LRU and LFU
+    // opcodes, listpacks), and kinds it leaves to the general path (a list of strings).
+    const entries: Buffer[] = [Buffer.from([0xfe, 0x00, 0xfb, 0x40, 0x10, 0x00])];
+    for (let i = 0; i < 300; i++) {
+      const key = str(`k${i}`);
+      switch (i % 6) {
+        case 0:
+          entries.push(Buffer.concat([Buffer.from([0x00]), key, str('v'.repeat(i % 50))]));
+          break;
+        case 1:
+          entries.push(Buffer.concat([expireMs(1_900_000_000_000 + i), Buffer.from([0x00]), key, Buffer.from([0xc1, i & 0xff, 0])]));
+          break;
+        case 2:
+          entries.push(Buffer.concat([Buffer.from([0xf8, 0x05, 0x00]), LZF_KEY, Buffer.from([0xc2, 1, 2, 3, 4])]));
+          break;
+        case 3:
+          entries.push(Buffer.concat([Buffer.from([0xf9, 0x07, 0x10]), key, str('listpack-bytes')]));
+          break;
+        case 4:
+          entries.push(Buffer.concat([Buffer.from([0x00]), key, Buffer.from([0x40, 70]), Buffer.alloc(70, i)]));
+          break;
+        default:
+          entries.push(Buffer.concat([Buffer.from([0x01]), key, Buffer.from([0x02]), str('a'), str('b')]));
+      }
+    }
+    entries.push(Buffer.from([0xfe, 0x03]), Buffer.concat([Buffer.from([0x00]), str('in3'), str('x')]));
+    const file = rdb(entries);
+    const full = parseAll(file).filter((e) => e.kind === 'key');
+    const expected: Record<number, number> = {};
+    for (const e of full) if (e.kind === 'key') expected[e.db] = (expected[e.db] ?? 0) + 1;
+    expect(expected).toEqual({ 0: 300, 3: 1 });
+
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 40 }), (steps) => {
+        // The file sits in a larger buffer whose bytes past what has "arrived" are garbage.
+        const block = Buffer.alloc(file.length + 64, 0xc3);
+        const p = new RdbParser('test', true);
+        const events: RdbEvent[] = [];
+        let arrived = 0;
+        let pos = 0;
+        for (let i = 0; !p.done; i++) {
+          const n = Math.min(file.length - arrived, steps[i % steps.length]!);
+          file.copy(block, arrived, arrived, arrived + n);
+          arrived += n;
+          if (arrived - pos >= p.needed) pos = p.walk(block, pos, arrived, events);
+          if (arrived === file.length && !p.done) throw new Error(`stuck at ${pos} of ${file.length}, needed ${p.needed}, byte ${file[pos]}`);
+        }
+        expect(pos).toBe(file.length);
+        expect(p.position).toBe(file.length);
+        expect(Object.fromEntries(p.keysPerDb)).toEqual(expected);
+        expect(events.map((e) => e.kind)).toEqual(['header', 'selectdb', 'resizedb', 'selectdb', 'eof']);
+        // selectdb 3 (2 bytes) and its key (7 bytes) come before the EOF opcode and checksum (9 bytes).
+        expect(events.map((e) => e.at)).toEqual([0, 9, 11, file.length - 9 - 7 - 2, file.length - 9]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('walk() asks for no more bytes than the entry it stopped in needs', () => {
+    // A 105-byte entry arrives in two parts, the second ending exactly after the next entry: the bytes
+    // it asked for the first time must not hold back the short rest of the file.
+    const long = Buffer.concat([Buffer.from([0x00]), str('a'), Buffer.from([0x40, 100]), Buffer.alloc(100, 7)]);
+    const short = Buffer.concat([Buffer.from([0x00]), str('b'), str('c')]);
+    const file = rdb([Buffer.from([0xfe, 0x00]), long, short]);
+    const longAt = 9 + 2;
+    const p = new RdbParser('test', true);
+    const events: RdbEvent[] = [];
+    let pos = 0;
+    for (const to of [longAt + 50, longAt + long.length + short.length, file.length]) {
+      if (to - pos >= p.needed) pos = p.walk(file, pos, to, events);
+    }
+    expect(p.done).toBe(true);
+    expect(Object.fromEntries(p.keysPerDb)).toEqual({ 0: 2 });
+  });
+
   it('keeps the bytes after the trailer (the replication end mark) apart', () => {
     const p = new RdbParser('test');
     p.push(Buffer.concat([sample, Buffer.from('MARK')]));

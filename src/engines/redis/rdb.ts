@@ -45,7 +45,8 @@ export const TYPE_NAMES: Record<number, string> = {
   21: 'stream',
 };
 
-export type RdbEvent =
+/** Every event carries `at`, the stream offset where its entry starts, and `raw`, the entry's bytes. */
+export type RdbEvent = (
   | { kind: 'header'; version: number; raw: Buffer }
   | { kind: 'aux'; key: string; value: string; raw: Buffer }
   | { kind: 'selectdb'; db: number; raw: Buffer }
@@ -64,7 +65,8 @@ export type RdbEvent =
       /** The whole entry as it appeared in the file (expiry, LRU/LFU opcodes, type, key, value). Valid until the next push(). */
       raw: Buffer;
     }
-  | { kind: 'eof'; raw: Buffer; checksum: Buffer; checksumVerified: boolean };
+  | { kind: 'eof'; raw: Buffer; checksum: Buffer; checksumVerified: boolean }
+) & { at: number };
 
 /** Thrown inside the walker when the buffered bytes end mid-entry; `need` is the bytes required from the entry start. */
 class NeedMore {
@@ -112,17 +114,20 @@ class Cursor {
   buf: Buffer = Buffer.alloc(0);
   start = 0;
   pos = 0;
+  /** The bytes available end here (buf may go on with bytes not received yet). */
+  end = 0;
   /** Stream offset of buf[0], for messages. */
   base = 0;
   constructor(readonly label: string) {}
-  reset(buf: Buffer, start: number, base: number): void {
+  reset(buf: Buffer, start: number, base: number, end = buf.length): void {
     this.buf = buf;
     this.start = start;
     this.pos = start;
     this.base = base;
+    this.end = end;
   }
   need(n: number): void {
-    if (this.pos + n > this.buf.length) throw new NeedMore(this.pos + n - this.start);
+    if (this.pos + n > this.end) throw new NeedMore(this.pos + n - this.start);
   }
   u8(): number {
     this.need(1);
@@ -369,6 +374,87 @@ function skipValue(c: Cursor, type: number, key: Buffer): void {
   }
 }
 
+/** A plain length at b[p] (6, 14 or 32 bits) into LEN; returns the position after it, or -1. */
+function plainLenAt(b: Buffer, p: number, end: number): number {
+  if (p >= end) return -1;
+  const x = b[p]!;
+  if (x < 0x40) {
+    LEN = x;
+    return p + 1;
+  }
+  if (x < 0x80) {
+    if (p + 2 > end) return -1;
+    LEN = ((x & 0x3f) << 8) | b[p + 1]!;
+    return p + 2;
+  }
+  if (x === 0x80) {
+    if (p + 5 > end) return -1;
+    LEN = b.readUInt32BE(p + 1);
+    return p + 5;
+  }
+  return -1;
+}
+let LEN = 0;
+
+/**
+ * Skips a string at b[p] (plain, integer or LZF); returns the position after it, or -1 when it is
+ * incomplete or unusual (64-bit length, unknown encoding): the general path then decides.
+ */
+function skipStringAt(b: Buffer, p: number, end: number): number {
+  if (p >= end) return -1;
+  const x = b[p]!;
+  let q: number;
+  if (x < 0xc0) {
+    q = plainLenAt(b, p, end);
+    if (q < 0) return -1;
+  } else if (x === 0xc0) {
+    LEN = 1;
+    q = p + 1;
+  } else if (x === 0xc1) {
+    LEN = 2;
+    q = p + 1;
+  } else if (x === 0xc2) {
+    LEN = 4;
+    q = p + 1;
+  } else if (x === 0xc3) {
+    q = plainLenAt(b, p + 1, end); // compressed length
+    if (q < 0) return -1;
+    const clen = LEN;
+    q = plainLenAt(b, q, end); // uncompressed length
+    if (q < 0) return -1;
+    LEN = clen;
+  } else {
+    return -1;
+  }
+  q += LEN;
+  return q <= end ? q : -1;
+}
+
+/**
+ * The count-only fast path for the entries that make up most files: optional expiry / LRU / LFU
+ * opcodes, then a key whose value is a single string (strings, and the listpack, ziplist and intset
+ * encodings). Returns the position after the entry, or -1 for anything else or an incomplete entry.
+ */
+function skipSimpleEntry(b: Buffer, p: number, end: number): number {
+  for (;;) {
+    if (p >= end) return -1;
+    const op = b[p]!;
+    if (op === OP_EXPIRETIME_MS) {
+      p += 9;
+    } else if (op === OP_IDLE) {
+      p = plainLenAt(b, p + 1, end);
+      if (p < 0) return -1;
+    } else if (op === OP_FREQ) {
+      p += 2;
+    } else if (op === 0 || (op >= 9 && op <= 13) || op === 16 || op === 17 || op === 20) {
+      const q = skipStringAt(b, p + 1, end); // key
+      return q < 0 ? -1 : skipStringAt(b, q, end); // value
+    } else {
+      return -1;
+    }
+  }
+}
+
 const EMPTY = Buffer.alloc(0);
 const stringCursor = new Cursor('string value');
 /** Decodes a string value (type 0) of a key event: plain, integer-encoded or LZF-compressed. */
@@ -395,9 +481,9 @@ export function keyForMessage(key: Buffer): string {
 export class RdbParser {
   private chunks: Buffer[] = [];
   private buffered = 0;
-  /** Bytes needed (from the current entry start) before trying again. */
-  private needed = 1;
-  /** Stream offset of the first buffered byte. */
+  /** Bytes the entry at the parse position needs (from its start) before walking it again can succeed. */
+  needed = 1;
+  /** Stream offset of the next byte to parse. */
   private offset = 0;
   private db = 0;
   private headerDone = false;
@@ -407,7 +493,7 @@ export class RdbParser {
   version = 0;
   done = false;
   readonly crc = new Crc64();
-  /** Bytes received after the RDB trailer (the replication end mark). */
+  /** Bytes received after the RDB trailer (the replication end mark), with push(). */
   trailing: Buffer = Buffer.alloc(0);
 
   /** Keys per db index, counted in countOnly mode (where key events are not returned). */
@@ -421,6 +507,11 @@ export class RdbParser {
     this.cursor = new Cursor(label);
   }
 
+  /** Stream offset of the next byte to parse (the end of the RDB once done). */
+  get position(): number {
+    return this.offset;
+  }
+
   push(chunk: Buffer): RdbEvent[] {
     const events: RdbEvent[] = [];
     if (this.done) {
@@ -430,12 +521,50 @@ export class RdbParser {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     if (this.buffered < this.needed) return events;
-    let buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    let pos = 0;
-    this.crcFrom = 0;
+    const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    const pos = this.walk(buf, 0, buf.length, events);
+    if (this.done) {
+      this.trailing = Buffer.from(buf.subarray(pos));
+      this.chunks = [];
+      this.buffered = 0;
+      return events;
+    }
+    const rest = buf.subarray(pos);
+    // Copy a small leftover so the big chunk it points into can be freed.
+    this.chunks = rest.length === 0 ? [] : [rest.length < 65536 ? Buffer.from(rest) : rest];
+    this.buffered = rest.length;
+    return events;
+  }
+
+  /**
+   * Parses the complete entries in buf[from, to), which must continue the stream where the last call
+   * stopped, and folds them into the CRC. Returns where the first incomplete entry starts (see
+   * `needed`), or the end of the RDB once done. Events go to `events`; in countOnly mode most keys
+   * take a fast path that allocates nothing. Key events point into `buf`.
+   */
+  walk(buf: Buffer, from: number, to: number, events: RdbEvent[]): number {
     const c = this.cursor;
-    while (!this.done && pos < buf.length) {
-      c.reset(buf, pos, this.offset);
+    const base = this.offset - from; // stream offset of buf[0]
+    const countOnly = this.countOnly;
+    let pos = from;
+    this.crcFrom = from;
+    this.needed = 1;
+    let counted = 0; // keys counted on the fast path, not yet added to keysPerDb
+    while (!this.done && pos < to) {
+      if (countOnly && this.headerDone) {
+        const next = skipSimpleEntry(buf, pos, to);
+        if (next > 0) {
+          counted++;
+          pos = next;
+          continue;
+        }
+      }
+      // Everything else (and an entry the fast path cannot finish) takes the general path.
+      if (counted) {
+        this.keysPerDb.set(this.db, (this.keysPerDb.get(this.db) ?? 0) + counted);
+        counted = 0;
+      }
+      c.reset(buf, pos, base, to);
       let ev: RdbEvent | null;
       try {
         ev = this.headerDone ? this.entry(c) : this.header(c);
@@ -448,20 +577,12 @@ export class RdbParser {
       }
       this.needed = 1;
       if (ev) events.push(ev);
-      this.offset += c.pos - pos;
       pos = c.pos;
     }
-    if (!this.done) this.crc.update(buf.subarray(0, pos));
-    if (this.done) {
-      this.trailing = Buffer.from(buf.subarray(pos));
-      buf = Buffer.alloc(0);
-      pos = 0;
-    }
-    const rest = buf.subarray(pos);
-    // Copy a small leftover so the big chunk it points into can be freed.
-    this.chunks = rest.length === 0 ? [] : [rest.length < 65536 ? Buffer.from(rest) : rest];
-    this.buffered = rest.length;
-    return events;
+    if (counted) this.keysPerDb.set(this.db, (this.keysPerDb.get(this.db) ?? 0) + counted);
+    if (!this.done) this.crc.update(buf.subarray(this.crcFrom, pos));
+    this.offset = base + pos;
+    return pos;
   }
 
   finish(): void {
@@ -486,7 +607,7 @@ export class RdbParser {
     c.pos += 9;
     this.version = version;
     this.headerDone = true;
-    return { kind: 'header', version, raw: c.buf.subarray(c.start, c.pos) };
+    return { kind: 'header', version, raw: c.buf.subarray(c.start, c.pos), at: c.base + c.start };
   }
 
   private entry(c: Cursor): RdbEvent | null {
@@ -509,6 +630,7 @@ export class RdbParser {
       op = c.u8();
     }
     const raw = () => c.buf.subarray(c.start, c.pos);
+    const at = c.base + c.start;
     switch (op) {
       case OP_EOF: {
         const bodyEnd = c.pos;
@@ -523,30 +645,30 @@ export class RdbParser {
         }
         c.pos += 8;
         this.done = true;
-        return { kind: 'eof', raw: raw(), checksum: Buffer.from(checksum), checksumVerified: !disabled };
+        return { kind: 'eof', raw: raw(), at, checksum: Buffer.from(checksum), checksumVerified: !disabled };
       }
       case OP_SELECTDB:
         this.db = c.plainLen();
-        return { kind: 'selectdb', db: this.db, raw: raw() };
+        return { kind: 'selectdb', db: this.db, raw: raw(), at };
       case OP_RESIZEDB: {
         const keys = c.plainLen();
         c.plainLen();
-        return { kind: 'resizedb', db: this.db, keys, raw: raw() };
+        return { kind: 'resizedb', db: this.db, keys, raw: raw(), at };
       }
       case OP_AUX: {
         const key = c.string().toString('utf8');
         const value = c.string().toString('utf8');
-        return { kind: 'aux', key, value, raw: raw() };
+        return { kind: 'aux', key, value, raw: raw(), at };
       }
       case OP_MODULE_AUX:
         c.skipLen(); // module id
         c.skipLen(); // when opcode
         c.skipLen(); // when
         c.skipModuleValue();
-        return { kind: 'module-aux', raw: raw() };
+        return { kind: 'module-aux', raw: raw(), at };
       case OP_FUNCTION2:
         c.skipString();
-        return { kind: 'function', raw: raw() };
+        return { kind: 'function', raw: raw(), at };
       case OP_FUNCTION_PRE_GA:
         throw c.bad('a pre-release Redis 7.0 function record, which Bunker does not read');
       default: {
@@ -566,7 +688,7 @@ export class RdbParser {
         const key = c.string();
         const valueStart = c.pos;
         skipValue(c, type, key);
-        return { kind: 'key', db: this.db, key, expireMs, type, valueStart: valueStart - c.start, raw: raw() };
+        return { kind: 'key', db: this.db, key, expireMs, type, valueStart: valueStart - c.start, raw: raw(), at };
       }
     }
   }

@@ -87,6 +87,22 @@ function encodeCommand(args: readonly (string | Buffer | number)[]): Buffer {
 /** Called with the reply, or with the error reply / connection failure. */
 type ReplyCallback = (err: Error | null, reply: Reply) => void;
 
+/**
+ * Takes over a connection's incoming bytes (the replication payload, which is not RESP). On plain TCP
+ * the socket reads straight into space(): no buffer per read, no copy.
+ */
+export interface RawSink {
+  /** Where the next bytes go: free, non-empty, and not written by anyone else until filled(). */
+  space(): Buffer;
+  /** `n` bytes were put at the start of the buffer space() returned last. */
+  filled(n: number): void;
+  /** The connection closed or failed; no more bytes come. */
+  ended(err: Error): void;
+}
+
+/** Socket reads land here while no RawSink takes them (replies are copied out: it is reused). */
+const READ_SCRATCH_BYTES = 64 * 1024;
+
 export class RespConnection {
   private buf: Buffer = Buffer.alloc(0);
   /** Callbacks of unanswered commands, oldest at pendingHead. */
@@ -96,25 +112,48 @@ export class RespConnection {
   private outBytes = 0;
   private flushScheduled = false;
   private closedError: Error | null = null;
-  private rawHandler: ((chunk: Buffer) => void) | null = null;
+  private sink: RawSink | null = null;
+  /** The sink's buffer the socket reads into now (plain TCP with rawReads), or null. */
+  private sinkSpace: Buffer | null = null;
   private drainWaiters: (() => void)[] = [];
 
   private constructor(
     readonly socket: net.Socket,
     private readonly display: string,
+    private readonly scratch: Buffer | null,
   ) {
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (!scratch) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.fail(new BunkerError('unreachable', `redis ${display}: ${err.message}`)));
     socket.on('close', () => this.fail(new BunkerError('unreachable', `redis ${display}: connection closed`)));
   }
 
-  /** Connects, authenticates and selects the db (when given). */
-  static async connect(target: RedisTarget, options: { timeoutMs?: number; db?: number | null } = {}): Promise<RespConnection> {
+  /**
+   * Connects, authenticates and selects the db (when given). rawReads: the connection will hand its
+   * bytes to a RawSink (readInto), and on plain TCP the socket then reads into the sink's buffers.
+   */
+  static async connect(target: RedisTarget, options: { timeoutMs?: number; db?: number | null; rawReads?: boolean } = {}): Promise<RespConnection> {
     const timeoutMs = options.timeoutMs ?? 10_000;
+    // onread needs the connection before it exists: the socket asks through this holder.
+    const scratch = options.rawReads && !target.tls ? Buffer.allocUnsafe(READ_SCRATCH_BYTES) : null;
+    let holder: RespConnection | null = null;
     const socket = await new Promise<net.Socket>((resolve, reject) => {
       const s: net.Socket = target.tls
         ? tls.connect({ host: target.host, port: target.port, servername: net.isIP(target.host) ? undefined : target.host })
-        : net.connect({ host: target.host, port: target.port });
+        : net.connect({
+            host: target.host,
+            port: target.port,
+            ...(scratch
+              ? {
+                  onread: {
+                    buffer: () => (holder ? holder.nextReadBuffer() : scratch),
+                    callback: (n: number, buf: Uint8Array) => {
+                      holder?.onRead(n, buf as Buffer);
+                      return true; // pausing is explicit (pause()/resume())
+                    },
+                  },
+                }
+              : {}),
+          });
       const timer = setTimeout(() => {
         s.destroy();
         reject(new BunkerError('unreachable', `redis ${target.display}: no connection within ${timeoutMs} ms`, {
@@ -134,7 +173,8 @@ export class RespConnection {
         }));
       });
     });
-    const conn = new RespConnection(socket, target.display);
+    const conn = new RespConnection(socket, target.display, scratch);
+    holder = conn;
     try {
       if (target.password !== undefined) {
         const args = target.username ? ['AUTH', target.username, target.password] : ['AUTH', target.password];
@@ -161,11 +201,35 @@ export class RespConnection {
     this.pendingHead = 0;
     for (const cb of callbacks) cb(err, null);
     for (const w of this.drainWaiters.splice(0)) w();
-    this.rawHandler?.(Buffer.alloc(0));
+    this.sink?.ended(err);
+  }
+
+  /** onread: the buffer the next socket read fills (called after every read). */
+  private nextReadBuffer(): Buffer {
+    this.sinkSpace = this.sink && !this.closedError ? this.sink.space() : null;
+    return this.sinkSpace ?? this.scratch!;
+  }
+
+  /** onread: `n` bytes arrived in `buf`. */
+  private onRead(n: number, buf: Buffer): void {
+    if (this.sink && buf === this.sinkSpace) return this.sink.filled(n);
+    // The scratch buffer is reused by the next read: copy.
+    this.onData(this.sink ? buf.subarray(0, n) : Buffer.from(buf.subarray(0, n)));
+  }
+
+  /** Copies bytes into the sink (TLS, and what arrived before it took over). */
+  private copyToSink(sink: RawSink, chunk: Buffer): void {
+    let from = 0;
+    while (from < chunk.length) {
+      const space = sink.space();
+      const n = chunk.copy(space, 0, from);
+      from += n;
+      sink.filled(n);
+    }
   }
 
   private onData(chunk: Buffer): void {
-    if (this.rawHandler) return this.rawHandler(chunk);
+    if (this.sink) return this.copyToSink(this.sink, chunk);
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
     let pos = 0;
     while (pos < this.buf.length && this.pendingHead < this.pending.length) {
@@ -235,18 +299,27 @@ export class RespConnection {
   }
 
   /**
-   * From now on every byte goes to `handler` instead of the reply parser (the replication payload).
-   * Bytes already buffered are handed over first. An empty chunk means the connection closed.
+   * From now on every byte goes to `sink` instead of the reply parser (the replication payload).
+   * Bytes already buffered are handed over first.
    */
-  takeRaw(handler: (chunk: Buffer) => void): void {
-    this.rawHandler = handler;
+  readInto(sink: RawSink): void {
+    this.sink = sink;
     const rest = this.buf;
     this.buf = Buffer.alloc(0);
-    if (rest.length) handler(rest);
-    if (this.closedError) handler(Buffer.alloc(0));
+    if (rest.length) this.copyToSink(sink, rest);
+    if (this.closedError) sink.ended(this.closedError);
   }
 
-  /** Sends bytes as they are (used before takeRaw, for PSYNC). */
+  /** Stops reading from the socket (back-pressure for a RawSink) until resume(). */
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  /** Sends a command without waiting for a reply (PSYNC, whose answer goes to a RawSink). */
   writeRaw(args: readonly (string | Buffer | number)[]): void {
     this.flush();
     this.socket.write(encodeCommand(args));
