@@ -4,6 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { loadavg } from 'node:os';
 import { initRepository } from '../dist/repo/index.js';
 import { FsBackend } from '../dist/storage/index.js';
 import { runBackup, runRestore } from '../dist/engines/engine.js';
@@ -60,9 +61,10 @@ try {
   const row = (name, t, extra = '') => console.log(`  ${name.padEnd(22)} ${t.s.toFixed(2).padStart(7)} s wall  ${t.cpu.toFixed(2).padStart(6)} s client CPU${extra}`);
 
   for (let run = 1; run <= RUNS; run++) {
-    console.log(`run ${run}`);
+    console.log(`run ${run}   (load average ${loadavg().map((l) => l.toFixed(2)).join(', ')})`);
     const dumpDir = join(work, 'pg_dump');
     rmSync(dumpDir, { recursive: true, force: true });
+    psql('CHECKPOINT');
     const pgDump = await timed(() => sh('pg_dump', ['-Fd', '-j2', '-f', dumpDir, source]));
     row('pg_dump -Fd -j2', pgDump);
 
@@ -87,8 +89,12 @@ try {
     const viaBunker = `bench_pg_${tag}_bunker_${run}`;
     created.push(viaPgRestore, viaBunker);
     psql(`CREATE DATABASE ${viaPgRestore}`);
+    // Each restore starts from a fresh checkpoint: otherwise the WAL the first one writes (~450 MB, about
+    // half of max_wal_size) sets off a checkpoint in the middle of whichever runs second.
+    psql('CHECKPOINT');
     const pgRestore = await timed(() => sh('pg_restore', ['-j2', '-d', viaPgRestore, dumpDir]));
     row('pg_restore -j2', pgRestore);
+    psql('CHECKPOINT');
     const restore = await timed(async () => {
       const engine = engineFor(viaBunker);
       await runRestore(await engine.openRestore(ctx({ repo, options: {} }), first.value));
