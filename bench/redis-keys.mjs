@@ -1,7 +1,10 @@
 // See redis-keys.sh. Prints wall times and the two ratios the issue sets targets for:
 //   backup / redis-cli --rdb  (target ≤ 0.2)      restore / backup  (target ≤ 4)
+// and, for the backups, where the CPU time went: Bunker's process (all its threads), the source
+// server's fork child (serializing the RDB) and its main thread (relaying the child's pipe to the socket).
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { initRepository } from '../dist/repo/index.js';
@@ -68,6 +71,29 @@ async function fill(port) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const secs = (ms) => (ms / 1000).toFixed(2) + ' s';
+const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+
+// CPU of a redis-server from /proc (Linux): its own threads, and its reaped children (the fork).
+const clockTick = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK']).toString()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+function serverCpu(pid) {
+  if (!existsSync(`/proc/${pid}/stat`)) return null;
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const ms = (i) => (Number(f[i]) * 1000) / clockTick;
+  return { main: ms(11) + ms(12), children: ms(13) + ms(14) };
+}
+/** CPU spent by the server (and its finished fork) since `before`; waits for the child to be reaped. */
+async function serverCpuSince(pid, before) {
+  if (!before) return null;
+  await new Promise((r) => setTimeout(r, 400)); // redis reaps its child on a cron tick; not timed
+  const now = serverCpu(pid);
+  return { main: now.main - before.main, child: now.children - before.children };
+}
 
 function timeRedisCli(port, extraConfig) {
   const file = join(work, 'redis-cli.rdb');
@@ -83,6 +109,7 @@ const ctx = (repo) => ({ repo, log: silentLogger, progress() {}, signal: new Abo
 
 const source = await startServer('source');
 const target = await startServer('target');
+console.log(`load average at start: ${load()} (${availableParallelism()} cores)`);
 try {
   const filled = await fill(source.port);
   console.log(`data: ${filled.keys} keys, used_memory_dataset ${(filled.usedMemory / 1e6).toFixed(0)} MB`);
@@ -93,25 +120,40 @@ try {
   // For scale only: redis-cli with the delay removed by hand (not the comparison the target names).
   const c = new Redis({ port: source.port, host: '127.0.0.1' });
   await c.config('SET', 'repl-diskless-sync-delay', '0');
+  const cliCpuBefore = serverCpu(source.proc.pid);
   const cliNoDelay = timeRedisCli(source.port);
+  const cliCpu = await serverCpuSince(source.proc.pid, cliCpuBefore);
   await c.config('SET', 'repl-diskless-sync-delay', '5');
   c.disconnect();
-  console.log(`redis-cli --rdb with repl-diskless-sync-delay 0 (for scale): ${secs(cliNoDelay.ms)}`);
+  console.log(
+    `redis-cli --rdb with repl-diskless-sync-delay 0 (for scale): ${secs(cliNoDelay.ms)}` +
+      (cliCpu ? `; server CPU: fork child ${secs(cliCpu.child)} (rdbcompression yes), main ${secs(cliCpu.main)}` : ''),
+  );
 
   const engine = (url) => redisEngine.create('cache', redisEngine.configSchema.parse({ url }), { configDir: work, stateDir: work, log: silentLogger });
   const backups = [];
+  const cpu = [];
   let artifact;
   let repo;
   for (let i = 0; i < RUNS; i++) {
     rmSync(join(work, 'repo'), { recursive: true, force: true });
     repo = await initRepository({ storage: new FsBackend(join(work, 'repo')), password: 'bench-password', kdf: 'fast' });
+    const serverBefore = serverCpu(source.proc.pid);
+    const cpuBefore = process.cpuUsage();
     const t = process.hrtime.bigint();
     artifact = await runBackup(await engine(`redis://127.0.0.1:${source.port}`).openBackup({ ...ctx(repo), mode: 'live' }));
     await repo.flush(); // durable in the repository, as a finished backup is
     backups.push(Number(process.hrtime.bigint() - t) / 1e6);
+    const own = process.cpuUsage(cpuBefore);
+    cpu.push({ bunker: (own.user + own.system) / 1000, server: await serverCpuSince(source.proc.pid, serverBefore) });
     if (i < RUNS - 1) await repo.close();
   }
-  console.log(`bunker backup (into a fresh repository, flushed): ${backups.map(secs).join(', ')}; stored ${(repo.stats().storedBytes / 1e6).toFixed(1)} MB`);
+  console.log(`bunker backup (into a fresh repository, flushed): ${backups.map(secs).join(', ')}; RDB ${(artifact.size / 1e6).toFixed(1)} MB, stored ${(repo.stats().storedBytes / 1e6).toFixed(1)} MB`);
+  for (const [i, c] of cpu.entries()) {
+    const server = c.server ? `, server fork child ${secs(c.server.child)}, server main ${secs(c.server.main)}` : '';
+    const sum = c.bunker + (c.server ? c.server.child + c.server.main : 0);
+    console.log(`  run ${i + 1} CPU: bunker process ${secs(c.bunker)}${server}; sum ${secs(sum)} in ${secs(backups[i])} wall`);
+  }
 
   const restores = [];
   for (let i = 0; i < RUNS; i++) {
@@ -134,6 +176,7 @@ try {
   console.log(`ratio backup / redis-cli --rdb = ${(backupMs / cliMs).toFixed(3)}  (target <= 0.2)`);
   console.log(`ratio restore / backup         = ${(restoreMs / backupMs).toFixed(2)}  (target <= 4)`);
   console.log(`ratio backup / redis-cli --rdb with delay 0 = ${(backupMs / cliNoDelay.ms).toFixed(2)}  (for scale)`);
+  console.log(`load average at end: ${load()}`);
 } finally {
   source.proc.kill('SIGTERM');
   target.proc.kill('SIGTERM');
