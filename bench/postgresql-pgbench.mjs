@@ -1,7 +1,7 @@
 // See postgresql-pgbench.sh. Prints wall times and the ratios the issue sets targets for:
 //   backup / pg_dump -Fd -j2 (≤ 1.0)   second backup new bytes / repository (< 1 %)   restore / pg_restore -j2 (≤ 0.8)
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
@@ -40,11 +40,37 @@ const cpu = () => {
   const tick = 100; // USER_HZ
   return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / tick;
 };
+// Server CPU seconds: the postmaster, its live processes and those it has reaped. Only when the server
+// runs on this machine and /proc shows it (otherwise NaN); other clients of the server count too.
+const postmasterPid = (() => {
+  try {
+    return Number(readFileSync(join(psql('SHOW data_directory'), 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return undefined;
+  }
+})();
+const serverCpu = () => {
+  if (!postmasterPid) return NaN;
+  const stat = (pid) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const main = stat(postmasterPid);
+  let ticks = Number(main[11]) + Number(main[12]) + Number(main[13]) + Number(main[14]);
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const f = stat(pid);
+      if (Number(f[1]) === postmasterPid) ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ticks / 100;
+};
 const timed = async (fn) => {
   const t0 = process.hrtime.bigint();
   const c0 = cpu();
+  const s0 = serverCpu();
   const value = await fn();
-  return { s: Number(process.hrtime.bigint() - t0) / 1e9, cpu: cpu() - c0, value };
+  return { s: Number(process.hrtime.bigint() - t0) / 1e9, cpu: cpu() - c0, server: serverCpu() - s0, value };
 };
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const RUNS = Number(process.env.RUNS ?? 3);
@@ -58,7 +84,8 @@ try {
   psql('CHECKPOINT');
   console.log(`database: ${mb(dbSize)}, ${RUNS} runs; each run measures the tools side by side`);
   const ratios = { backup: [], added: [], restore: [] };
-  const row = (name, t, extra = '') => console.log(`  ${name.padEnd(22)} ${t.s.toFixed(2).padStart(7)} s wall  ${t.cpu.toFixed(2).padStart(6)} s client CPU${extra}`);
+  const row = (name, t, extra = '') =>
+    console.log(`  ${name.padEnd(22)} ${t.s.toFixed(2).padStart(7)} s wall  ${t.cpu.toFixed(2).padStart(6)} s client CPU  ${t.server.toFixed(2).padStart(6)} s server CPU${extra}`);
 
   for (let run = 1; run <= RUNS; run++) {
     console.log(`run ${run}   (load average ${loadavg().map((l) => l.toFixed(2)).join(', ')})`);
@@ -108,6 +135,9 @@ try {
     ratios.added.push((100 * added) / afterFirst);
     ratios.restore.push(restore.s / pgRestore.s);
     console.log(`  ratios: backup ${ratios.backup.at(-1).toFixed(2)}, second-backup new bytes ${ratios.added.at(-1).toFixed(3)} %, restore ${ratios.restore.at(-1).toFixed(2)}`);
+    // Client + server CPU: steadier than wall time on a shared machine; shows whether we do more work.
+    const cpuTotal = (t) => t.cpu + t.server;
+    console.log(`  CPU ratios (client + server): backup ${(cpuTotal(first) / cpuTotal(pgDump)).toFixed(2)}, restore ${(cpuTotal(restore) / cpuTotal(pgRestore)).toFixed(2)}`);
   }
 
   const fmt = (xs, d = 2) => `${median(xs).toFixed(d)}   (runs: ${xs.map((x) => x.toFixed(d)).join(', ')})`;
