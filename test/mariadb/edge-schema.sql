@@ -63,6 +63,28 @@ CREATE TABLE child (
 INSERT INTO parent VALUES (0, 'zero id'), (1, 'one'), (2, 'two');
 INSERT INTO child (parent_id, note) SELECT 1 + seq % 2, CONCAT('note number ', seq) FROM seq_1_to_500;
 
+-- Secondary indexes of every form; a restore loads the table (over 1 MiB of rows) without them and
+-- builds them after. The long unique key (a hash over a BLOB) stays on the table during the load,
+-- the foreign key's index goes too (foreign_key_checks is off while loading).
+CREATE TABLE indexed (
+  id BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+  parent_id INT NOT NULL,
+  code VARCHAR(20) CHARACTER SET latin1 NOT NULL,
+  region CHAR(2) NOT NULL,
+  score DECIMAL(8,2),
+  body TEXT,
+  doc BLOB,
+  UNIQUE KEY u_code (code),
+  UNIQUE KEY `u region, score` (region, score),
+  KEY k_body (body(20)) COMMENT 'prefix, with a comment',
+  KEY k_score_desc (score DESC, id),
+  KEY k_ignored (region) IGNORED,
+  UNIQUE KEY u_doc (doc),
+  CONSTRAINT fk_indexed_parent FOREIGN KEY (parent_id) REFERENCES parent (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+INSERT INTO indexed SELECT seq, seq % 3, CONCAT('code-', seq), ELT(1 + seq % 3, 'de', 'fr', 'it'), IF(seq % 10 = 0, NULL, seq / 7),
+  REPEAT(CONCAT('body ', 20000 - seq), 4), CONCAT('doc', seq) FROM seq_1_to_20000;
+
 CREATE TABLE legacy_myisam (id INT PRIMARY KEY, body TEXT, FULLTEXT KEY ft_body (body)) ENGINE=MyISAM DEFAULT CHARSET=latin1;
 INSERT INTO legacy_myisam SELECT seq, CONCAT('myisam row ', seq) FROM seq_1_to_100;
 CREATE TABLE legacy_aria (id INT PRIMARY KEY, body VARCHAR(50)) ENGINE=Aria TRANSACTIONAL=1;

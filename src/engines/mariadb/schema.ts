@@ -106,8 +106,8 @@ export async function readColumns(conn: Connection, db: string, table: string): 
   };
 }
 
-export async function showCreateTable(conn: Connection, table: string): Promise<string> {
-  const r = await rows(conn, `SHOW CREATE TABLE ${q(table)}`);
+export async function showCreateTable(conn: Connection, table: string, db?: string): Promise<string> {
+  const r = await rows(conn, `SHOW CREATE TABLE ${db ? `${q(db)}.` : ''}${q(table)}`);
   return str(r[0]?.['Create Table']);
 }
 
