@@ -71,6 +71,28 @@ describe('redis backup: server settings for the fork (throwaway servers)', () =>
     dst.disconnect();
   });
 
+  it('with disk-based sync ($<length> framing) changes nothing: the fork also writes the server its own dump', async () => {
+    const disk = await startThrowaway(['--repl-diskless-sync', 'no', '--rdbcompression', 'yes']);
+    try {
+      const c = client(0, disk.port);
+      await c.set('plain', COMPRESSIBLE);
+      await c.hset('hash', 'f', COMPRESSIBLE);
+      const artifact = await backupWith(t, disk.url);
+      expect((await c.config('GET', 'rdbcompression')) as string[]).toEqual(['rdbcompression', 'yes']);
+      expect(artifact.meta.keys).toBe(2);
+      const rdb = await t.repo.readBuffer(artifact.streams.rdb!);
+      expect(rdb.includes(COMPRESSIBLE)).toBe(false);
+      const dst = client(0, target.port);
+      await dst.flushall();
+      await restore(t.repo, target.url, artifact);
+      expect(await dumpDb(dst)).toEqual(await dumpDb(c));
+      dst.disconnect();
+      c.disconnect();
+    } finally {
+      await disk.stop();
+    }
+  });
+
   it('sets both settings back when the server refuses the snapshot', async () => {
     // A user that may change settings but not replicate: the PSYNC after CONFIG SET fails.
     await src.call('ACL', 'SETUSER', 'noreplica', 'on', '>pw-Noreplica-1', '~*', '+@all', '-psync', '-sync');
