@@ -11,6 +11,7 @@ import { BunkerError } from '../../core/errors.js';
 import type { BackupContext, BackupSession } from '../engine.js';
 import type { BlobId, ServiceArtifact, StreamRef } from '../../repo/types.js';
 import { decodeTree, encodeTree, FLAG_SPARSE, FLAG_UNSTABLE, type EntryType, type TreeEntry } from '../../repo/tree.js';
+import * as io from './fsio.js';
 import { nativeFs } from './native.js';
 import { compileExcludes, joinPath, limiter, mapLimit, nameKey, showPath } from './paths.js';
 
@@ -361,7 +362,7 @@ export class FilesBackupSession implements BackupSession {
       const p = prev.get(nameKey(name));
       let st: BigIntStats;
       try {
-        st = await fsp.lstat(joinPath(abs, name), { bigint: true });
+        st = await io.lstat(joinPath(abs, name));
       } catch (err) {
         if (!isMissing(err)) throw err;
         isDirty = true;
@@ -449,7 +450,7 @@ export class FilesBackupSession implements BackupSession {
   private async describe(rel: string, path: Buffer, name: Buffer, prev: TreeEntry | undefined): Promise<TreeEntry | undefined> {
     let st: BigIntStats;
     try {
-      st = await fsp.lstat(path, { bigint: true });
+      st = await io.lstat(path);
     } catch (err) {
       if (isMissing(err)) return undefined; // removed between readdir and lstat: not part of this backup
       throw err;
@@ -532,17 +533,17 @@ export class FilesBackupSession implements BackupSession {
     let last: ReadResult | undefined;
     for (let attempt = 0; attempt < 2; attempt++) {
       // O_NONBLOCK: if a FIFO replaced the file since lstat, neither open() nor read() waits for a writer.
-      const fh = await fsp.open(path, FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK);
+      const fd = await io.open(path, FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK);
       try {
         const size = Number(before.size);
         let content: StreamRef;
         try {
-          content = await this.readContents(fh, size, rel, name);
+          content = await this.readContents(fd, size, rel, name);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
           content = { size: 0, chunks: [] };
         }
-        const after = await fh.stat({ bigint: true });
+        const after = await io.fstat(fd);
         if (!after.isFile()) {
           // Replaced by something else after the walk: record what the walk saw, without contents.
           this.warn(childRel(rel, name), `${showPath(relText(rel, name))} was replaced by a non-file while read; recorded without contents`);
@@ -558,20 +559,20 @@ export class FilesBackupSession implements BackupSession {
         if (stable) return last;
         before = after;
       } finally {
-        await fh.close();
+        await io.close(fd);
       }
     }
     this.warn(childRel(rel, name), `${showPath(relText(rel, name))} kept changing while it was read; its backed-up contents may be inconsistent`);
     return last!;
   }
 
-  private async readContents(fh: fsp.FileHandle, size: number, rel: string, name: Buffer): Promise<StreamRef> {
+  private async readContents(fd: number, size: number, rel: string, name: Buffer): Promise<StreamRef> {
     if (size <= SMALL_FILE) {
       // One byte more than expected reveals a file that grew; one read() usually returns it all.
       const buf = Buffer.allocUnsafe(size + 1);
       let got = 0;
       while (got < size) {
-        const { bytesRead } = await fh.read(buf, got, buf.length - got, got);
+        const bytesRead = await io.readAt(fd, buf, got, buf.length - got, got);
         if (bytesRead === 0) break;
         got += bytesRead;
       }
@@ -584,7 +585,7 @@ export class FilesBackupSession implements BackupSession {
       let pos = 0;
       for (;;) {
         const block = Buffer.allocUnsafe(READ_BLOCK);
-        const { bytesRead } = await fh.read(block, 0, READ_BLOCK, pos);
+        const bytesRead = await io.readAt(fd, block, 0, READ_BLOCK, pos);
         if (bytesRead === 0) return;
         pos += bytesRead;
         self.counted(bytesRead);

@@ -12,10 +12,14 @@ import type { RestoreContext, RestoreSession } from '../engine.js';
 import type { BlobId, ServiceArtifact } from '../../repo/types.js';
 import { decodeTree, FLAG_SPARSE, type TreeEntry } from '../../repo/tree.js';
 import { entryType, FILES_FORMAT, type RootMeta } from './backup.js';
+import * as io from './fsio.js';
 import { nativeFs } from './native.js';
 import { checkEntryName, joinPath, limiter, mapLimit, nameKey, showPath, splitRelative } from './paths.js';
 
 const SMALL_FILE = 1 << 20;
+/** Small files of one directory are fetched together, in batches of at most this many bytes and files. */
+const BATCH_BYTES = 1 << 20;
+const BATCH_FILES = 256;
 const BLOCK = 4096;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 const ENTRY_FANOUT = 8;
@@ -245,11 +249,12 @@ export class FilesRestoreSession implements RestoreSession {
   private async restoreDir(id: BlobId, dir: Buffer, where: string): Promise<void> {
     if (this.ctx.signal.aborted) throw new BunkerError('aborted', 'the restore was cancelled');
     const entries = await this.readTree(id, where);
-    await mapLimit(entries, ENTRY_FANOUT, (e) => this.restoreEntry(e, joinPath(dir, e.name), childWhere(where, e.name)));
+    const batches = new BatchReader(entries, this.ctx.repo);
+    await mapLimit(entries, ENTRY_FANOUT, (e) => this.restoreEntry(e, joinPath(dir, e.name), childWhere(where, e.name), batches.contents(e)));
   }
 
   /** Creates one entry at `path` (which does not exist) and everything below it. */
-  private async restoreEntry(e: TreeEntry, path: Buffer, where: string): Promise<void> {
+  private async restoreEntry(e: TreeEntry, path: Buffer, where: string, data?: Promise<Buffer>): Promise<void> {
     switch (e.type) {
       case 'dir':
         await fsp.mkdir(path, { mode: 0o700 });
@@ -257,7 +262,7 @@ export class FilesRestoreSession implements RestoreSession {
         await this.applyMeta(path, e);
         return;
       case 'file':
-        await this.restoreFile(e, path);
+        await this.restoreFile(e, path, data);
         return;
       case 'symlink':
         // Created as a link and never followed: nothing below it is ever written (names cannot hold "/").
@@ -285,36 +290,39 @@ export class FilesRestoreSession implements RestoreSession {
     }
   }
 
-  private async restoreFile(e: TreeEntry, path: Buffer): Promise<void> {
+  private async restoreFile(e: TreeEntry, path: Buffer, data?: Promise<Buffer>): Promise<void> {
     if (e.linkGroup) {
       const first = this.links.get(e.linkGroup);
       if (first) {
         await fsp.link((await first).path, path);
         return;
       }
-      const write = this.writeFile(e, path).then(async () => ({ path, ino: (await fsp.lstat(path, { bigint: true })).ino }));
+      const write = this.writeFile(e, path, data).then(async () => ({ path, ino: (await fsp.lstat(path, { bigint: true })).ino }));
       this.links.set(e.linkGroup, write);
       await write;
       return;
     }
-    await this.writeFile(e, path);
+    await this.writeFile(e, path, data);
   }
 
-  /** Writes a file's contents and metadata at a path that must not exist yet (O_EXCL, never following links). */
-  private async writeFile(e: TreeEntry, path: Buffer): Promise<void> {
+  /**
+   * Writes a file's contents and metadata at a path that must not exist yet (O_EXCL, never following
+   * links). `data`: the contents when its directory's batch fetched them.
+   */
+  private async writeFile(e: TreeEntry, path: Buffer, data?: Promise<Buffer>): Promise<void> {
     await this.writes(async () => {
       const content = e.content ?? { size: 0, chunks: [] };
       const sparse = (e.flags & FLAG_SPARSE) !== 0;
       // Small files are fetched before the file is created: no descriptor is held while the repository reads.
-      const whole = content.size > 0 && content.size <= SMALL_FILE ? await this.ctx.repo.readBuffer(content) : undefined;
-      const fh = await fsp.open(path, FS.O_WRONLY | FS.O_CREAT | FS.O_EXCL | FS.O_NOFOLLOW, e.mode & 0o777);
+      const whole = data ? await data : content.size > 0 && content.size <= SMALL_FILE ? await this.ctx.repo.readBuffer(content) : undefined;
+      const fd = await io.open(path, FS.O_WRONLY | FS.O_CREAT | FS.O_EXCL | FS.O_NOFOLLOW, e.mode & 0o777);
       try {
         let pos = 0;
-        const put = async (data: Buffer) => {
-          if (sparse) await writeSparse(fh, data, pos);
-          else for (let off = 0; off < data.length; ) off += (await fh.write(data, off, data.length - off, pos + off)).bytesWritten;
-          pos += data.length;
-          this.count(data.length);
+        const put = async (chunk: Buffer) => {
+          if (sparse) await writeSparse(fd, chunk, pos);
+          else await io.writeAllAt(fd, chunk, 0, chunk.length, pos);
+          pos += chunk.length;
+          this.count(chunk.length);
         };
         if (whole) await put(whole);
         else if (content.size > SMALL_FILE) for await (const chunk of this.ctx.repo.readStream(content)) await put(chunk as Buffer);
@@ -323,14 +331,14 @@ export class FilesRestoreSession implements RestoreSession {
             hint: 'Run `bunker check --read-data` on the repository.',
           });
         }
-        if (sparse) await fh.truncate(content.size); // a trailing hole leaves the size short otherwise
+        if (sparse) await io.ftruncate(fd, content.size); // a trailing hole leaves the size short otherwise
         // A new file already has our uid/gid (its staging parent is 0700, never setgid) and mode & ~umask:
         // skip the calls that would not change anything, which is most files.
         const chown = this.asRoot && !(this.freshParents && e.uid === this.euid && e.gid === this.egid);
-        if (chown) await fh.chown(e.uid, e.gid);
-        if (chown || (e.mode & ~0o777) !== 0 || (e.mode & ~this.umask) !== e.mode) await fh.chmod(e.mode);
+        if (chown) await io.fchown(fd, e.uid, e.gid);
+        if (chown || (e.mode & ~0o777) !== 0 || (e.mode & ~this.umask) !== e.mode) await io.fchmod(fd, e.mode);
       } finally {
-        await fh.close();
+        await io.close(fd);
       }
       for (const [name, value] of e.xattrs ?? []) this.native.setXattr(path, name, value);
       this.native.utimens(path, e.mtimeNs, e.mtimeNs);
@@ -490,7 +498,7 @@ function sameAsEntry(st: BigIntStats, e: TreeEntry, linkTarget: Buffer | undefin
 }
 
 /** Writes data at `pos`, skipping whole zero blocks so they stay holes. */
-async function writeSparse(fh: fsp.FileHandle, data: Buffer, pos: number): Promise<void> {
+async function writeSparse(fd: number, data: Buffer, pos: number): Promise<void> {
   let start = 0;
   while (start < data.length) {
     // Block boundaries are absolute file offsets, so holes line up with the file system's blocks.
@@ -504,7 +512,7 @@ async function writeSparse(fh: fsp.FileHandle, data: Buffer, pos: number): Promi
         if (next.length === BLOCK && next.equals(ZERO_BLOCK)) break;
         runEnd += next.length;
       }
-      for (let off = start; off < runEnd; ) off += (await fh.write(data, off, runEnd - off, pos + off)).bytesWritten;
+      await io.writeAllAt(fd, data, start, runEnd - start, pos + start);
       start = runEnd;
     } else start = end;
   }
@@ -516,5 +524,73 @@ async function fsyncDir(path: string): Promise<void> {
     await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * The small files of one directory, fetched in batches: one readStream() over a batch's chunks reads
+ * each run of blobs lying back to back in a pack (small files of a directory are stored in order)
+ * with one ranged read, instead of a pack read per file. A batch is fetched when its first file is
+ * written, together with the next batch, so at most two batches per directory are in memory.
+ */
+class BatchReader {
+  private readonly batches: Array<{ files: TreeEntry[]; size: number; left: number; data?: Promise<Buffer[]> }> = [];
+  private readonly slot = new Map<TreeEntry, [number, number]>();
+
+  constructor(
+    entries: TreeEntry[],
+    private readonly repo: RestoreContext['repo'],
+  ) {
+    let current: (typeof this.batches)[number] | undefined;
+    for (const e of entries) {
+      const size = e.content?.size ?? 0;
+      // Hard-linked files are left out: all names but the first are links, and read nothing.
+      if (e.type !== 'file' || e.linkGroup || size === 0 || size > BATCH_BYTES) continue;
+      if (!current || current.size + size > BATCH_BYTES || current.files.length >= BATCH_FILES) {
+        this.batches.push((current = { files: [], size: 0, left: 0 }));
+      }
+      this.slot.set(e, [this.batches.length - 1, current.files.length]);
+      current.files.push(e);
+      current.size += size;
+      current.left++;
+    }
+  }
+
+  /** The contents of a batched file (undefined for other entries). Each entry is asked for once. */
+  contents(e: TreeEntry): Promise<Buffer> | undefined {
+    const at = this.slot.get(e);
+    if (!at) return undefined;
+    this.slot.delete(e);
+    const [b, i] = at;
+    const batch = this.batches[b]!;
+    const data = this.fetch(b);
+    if (b + 1 < this.batches.length) void this.fetch(b + 1).catch(() => {}); // read ahead; errors surface when used
+    if (--batch.left === 0) batch.data = undefined; // the last file of the batch holds the only reference now
+    const mine = data.then((parts) => parts[i]!);
+    mine.catch(() => {}); // awaited by writeFile, maybe only after a wait for a write slot
+    return mine;
+  }
+
+  private fetch(b: number): Promise<Buffer[]> {
+    const batch = this.batches[b]!;
+    if (batch.data || batch.left === 0) return batch.data ?? Promise.resolve([]);
+    const { files, size } = batch;
+    batch.data = (async () => {
+      const whole = Buffer.allocUnsafe(size);
+      let got = 0;
+      for await (const part of this.repo.readStream({ size, chunks: files.flatMap((f) => f.content!.chunks) })) {
+        (part as Buffer).copy(whole, got);
+        got += (part as Buffer).length;
+      }
+      // readStream() checked the total; each file gets its own slice of the batch, in order.
+      const out: Buffer[] = [];
+      let pos = 0;
+      for (const f of files) {
+        out.push(whole.subarray(pos, pos + f.content!.size));
+        pos += f.content!.size;
+      }
+      return out;
+    })();
+    return batch.data;
   }
 }
