@@ -132,6 +132,8 @@ class CopyOut extends CopySubmittable {
   private payloadLeft = 0;
   /** An incomplete message header (under 5 bytes) from the end of the previous read. */
   private tail: Buffer | undefined;
+  /** The socket is paused until the output drains. */
+  private paused = false;
   private readonly onData = (buf: Buffer) => this.data(buf);
 
   constructor(
@@ -200,12 +202,18 @@ class CopyOut extends CopySubmittable {
 
   private emit(buf: Buffer, n: number): void {
     if (n === 0 || this.error) return;
-    if (!this.output.write(buf.subarray(0, n))) {
-      const socket = this.socket!;
-      socket.pause();
-      this.output.once('drain', () => socket.resume());
+    if (!this.output.write(buf.subarray(0, n)) && !this.paused) {
+      this.paused = true;
+      this.socket!.pause();
+      this.output.once('drain', this.onDrain);
     }
   }
+
+  private readonly onDrain = () => {
+    if (!this.paused) return;
+    this.paused = false;
+    this.socket?.resume();
+  };
 
   /** Gives the socket back to pg's parser, with the bytes it has not seen. */
   private release(rest?: Buffer): void {
@@ -213,6 +221,13 @@ class CopyOut extends CopySubmittable {
     if (!socket) return;
     this.socket = undefined;
     socket.removeListener('data', this.onData);
+    // The rest of the conversation is pg's: no longer held back by the output (which may never emit
+    // 'drain' again once it is ended).
+    if (this.paused) {
+      this.paused = false;
+      this.output.removeListener('drain', this.onDrain);
+      socket.resume();
+    }
     for (const listener of this.saved) socket.on('data', listener);
     const pending = this.tail && rest ? Buffer.concat([this.tail, rest]) : rest;
     this.tail = undefined;
@@ -221,7 +236,8 @@ class CopyOut extends CopySubmittable {
 
   /** Rows that reached pg's parser after a notice interrupted the fast path still go out, in order. */
   override handleCopyData(msg: { chunk: Buffer }): void {
-    if (!this.error && msg.chunk.length) this.output.write(msg.chunk);
+    // A copy: the chunk is a view into pg's parser buffer, which it reuses.
+    if (!this.error && msg.chunk.length) this.output.write(Buffer.from(msg.chunk));
   }
 
   protected override stop(): void {
