@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/log.js';
 import { runRestore, type BackupSession } from '../../src/engines/engine.js';
+import { FilesBackupSession } from '../../src/engines/files/backup.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import { backupCtx, mountEngine, restoreCtx, tempDir } from './harness.js';
@@ -77,11 +78,14 @@ describe('files engine pin', () => {
     expect(got.has('/doomed')).toBe(true);
   });
 
-  it('finds every kind of change made between prepare() and pin() through its watches', async () => {
-    const { mount, session, logs } = await setup('pin-kinds', (m) => {
+  async function everyKindOfChange(label: string): Promise<void> {
+    const { mount, session, logs } = await setup(label, (m) => {
       mkdirSync(join(m, 'keep/deep/deeper'), { recursive: true });
       writeFileSync(join(m, 'keep/deep/deeper/untouched'), 'same');
       writeFileSync(join(m, 'keep/deep/deeper/edited'), 'v1');
+      // Two levels below a directory with no change of its own ("calm" is only on the way to it).
+      mkdirSync(join(m, 'calm/a/b'), { recursive: true });
+      writeFileSync(join(m, 'calm/a/b/f'), 'v1');
       mkdirSync(join(m, 'replaced/sub'), { recursive: true });
       writeFileSync(join(m, 'replaced/sub/f'), 'old tree');
       mkdirSync(join(m, 'moved/inner'), { recursive: true });
@@ -99,6 +103,7 @@ describe('files engine pin', () => {
     });
     await session.prepare();
     writeFileSync(join(mount, 'keep/deep/deeper/edited'), 'v2 is longer');
+    writeFileSync(join(mount, 'calm/a/b/f'), 'v2, deep below calm');
     rmSync(join(mount, 'replaced'), { recursive: true });
     mkdirSync(join(mount, 'replaced/sub'), { recursive: true });
     writeFileSync(join(mount, 'replaced/sub/f'), 'new tree');
@@ -126,6 +131,23 @@ describe('files engine pin', () => {
     expect(got.has('/moved')).toBe(false);
     expect(got.has('/many/f7')).toBe(false);
     expect(got.get('/many/f299')?.size).toBe('v2 299'.length);
+    expect(got.get('/calm/a/b/f')?.size).toBe('v2, deep below calm'.length);
+    const counted = (type: string) => [...atPin.values()].filter((f) => f.type === type).length; // the root ('.') included
+    expect(artifact.meta).toMatchObject({ files: counted('file'), dirs: counted('dir') });
+  }
+
+  it('finds every kind of change made between prepare() and pin() through its watches', async () => {
+    await everyKindOfChange('pin-kinds');
+  });
+
+  it('finds them too when prepare() stored its trees already (a mount beyond the tree memory budget)', async () => {
+    const budget = FilesBackupSession.treeBudget;
+    FilesBackupSession.treeBudget = 0; // every finished directory is stored and read back by pin()
+    try {
+      await everyKindOfChange('pin-spilled');
+    } finally {
+      FilesBackupSession.treeBudget = budget;
+    }
   });
 
   it('drops the pre-pass warning of a file that kept changing then, once pin() reads it cleanly', async () => {

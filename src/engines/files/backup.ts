@@ -30,6 +30,12 @@ const MAX_WARNINGS = 100;
 const PENDING_ID: BlobId = '0'.repeat(64);
 /** Beyond this many watched directories per mount, pin() stat-walks instead (inotify watches are a per-user budget). */
 const MAX_WATCHES = 65_536;
+/**
+ * Encoded trees kept in memory between prepare() and stream(). Beyond this, each finished subtree is
+ * stored in the repository as prepare() completes it and only its id is kept (pin() reads back the
+ * few it needs): a mount of millions of files keeps a bounded amount of tree data in memory.
+ */
+const TREE_BUDGET = 16 << 20;
 /** Names remembered per directory from its events; beyond this, pin() lists the directory again. */
 const MAX_CHANGED_NAMES = 256;
 
@@ -97,6 +103,14 @@ function isMissing(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
+/** A directory whose tree prepare() stored already, with what its subtree holds (for the artifact's totals). */
+interface Spilled {
+  id: BlobId;
+  files: number;
+  dirs: number;
+  size: number;
+}
+
 interface ReadResult {
   content: StreamRef;
   st: BigIntStats;
@@ -115,8 +129,16 @@ export class FilesBackupSession implements BackupSession {
   private readonly rootBuf: Buffer;
   private readonly excluded: (relPath: string) => boolean;
   private readonly hasExcludes: boolean;
-  /** Encoded entries of every directory seen by prepare() (brought up to date by pin()), keyed by relative path (latin1). */
-  private prepared = new Map<string, Buffer>();
+  /**
+   * Every directory seen by prepare() (brought up to date by pin()), keyed by relative path (latin1):
+   * its encoded entries, or once spilled the id of its stored tree (its subtrees are stored too) and
+   * what the subtree holds.
+   */
+  private prepared = new Map<string, Buffer | Spilled>();
+  /** Bytes of encoded trees held in `prepared`; the budget is a static so tests can force spilling. */
+  private treeBytes = 0;
+  static treeBudget = TREE_BUDGET;
+  private lastSpilled: BlobId | undefined;
   private pinned = false;
   private rootMeta: RootMeta | undefined;
   /** Watched directories and the inode watched: a directory replaced since has lost its watch. */
@@ -172,6 +194,52 @@ export class FilesBackupSession implements BackupSession {
     let parentRoot: BlobId | undefined;
     if (parent && parent.engine === 'files' && parent.format === FILES_FORMAT && parent.trees.root) parentRoot = parent.trees.root;
     await this.prepareDir('', this.rootBuf, parentRoot);
+    // Reading a tree that is still queued makes the repository write its open packs: done now, once,
+    // so pin() reads spilled trees back without writing packs inside the hold.
+    if (this.lastSpilled) await this.ctx.repo.getTree(this.lastSpilled);
+  }
+
+  /** The entries recorded for a directory, from memory or read back from the repository. */
+  private async cachedEntries(rel: string): Promise<TreeEntry[] | undefined> {
+    const cached = this.prepared.get(rel);
+    if (cached === undefined) return undefined;
+    return decodeTree(Buffer.isBuffer(cached) ? cached : await this.ctx.repo.getTree(cached.id));
+  }
+
+  private keep(rel: string, tree: Buffer): void {
+    const old = this.prepared.get(rel);
+    if (Buffer.isBuffer(old)) this.treeBytes -= old.length;
+    this.prepared.set(rel, tree);
+    this.treeBytes += tree.length;
+  }
+
+  /** Stores a finished directory's tree and every subtree still in memory; keeps only the ids and totals. */
+  private async spill(rel: string): Promise<Spilled> {
+    const cached = this.prepared.get(rel);
+    if (cached === undefined) throw new BunkerError('engine', `internal error: no entries recorded for ${showPath(Buffer.from(rel || '.', 'latin1'))}`);
+    if (!Buffer.isBuffer(cached)) return cached;
+    const entries = decodeTree(cached);
+    const totals = { files: 0, dirs: 1, size: 0 };
+    let subdirs = false;
+    for (const e of entries) {
+      if (e.type === 'file') {
+        totals.files++;
+        totals.size += e.content?.size ?? 0;
+      } else if (e.type === 'dir') {
+        subdirs = true;
+        const child = await this.spill(childRel(rel, e.name));
+        e.subtree = child.id;
+        totals.files += child.files;
+        totals.dirs += child.dirs;
+        totals.size += child.size;
+      }
+    }
+    const id = await this.ctx.repo.putTree(subdirs ? encodeTree(entries) : cached);
+    const spilled = { id, ...totals };
+    this.prepared.set(rel, spilled);
+    this.treeBytes -= cached.length;
+    this.lastSpilled = id;
+    return spilled;
   }
 
   private async prepareDir(rel: string, abs: Buffer, prevTree: BlobId | undefined): Promise<void> {
@@ -189,13 +257,14 @@ export class FilesBackupSession implements BackupSession {
     await this.watchDir(rel, abs);
     this.changed.delete(rel);
     const [entries, prev] = await Promise.all([this.scanDir(rel, abs, prevLoad), prevLoad]);
-    this.prepared.set(rel, encodeTree(entries));
+    this.keep(rel, encodeTree(entries));
     if (entries.some((e) => e.linkGroup !== undefined)) this.linkDirs.add(rel);
     const dirs = entries.filter((e) => e.type === 'dir');
     await mapLimit(dirs, DIR_FANOUT, (e) => {
       const p = prev?.get(nameKey(e.name));
       return this.prepareDir(childRel(rel, e.name), joinPath(abs, e.name), p?.type === 'dir' ? p.subtree : undefined);
     });
+    if (this.treeBytes > FilesBackupSession.treeBudget) await this.spill(rel);
   }
 
   private async watchDir(rel: string, abs: Buffer): Promise<void> {
@@ -298,15 +367,17 @@ export class FilesBackupSession implements BackupSession {
     tracked: boolean,
     rescan: boolean,
   ): Promise<void> {
-    const cached = this.prepared.get(rel);
+    const cached = await this.cachedEntries(rel);
+    const record = this.prepared.get(rel);
+    const spilled = record !== undefined && !Buffer.isBuffer(record);
     const names = dirty.get(rel);
     const fullScan = cached === undefined || rescan || names === 'all';
     let entries: TreeEntry[];
     if (fullScan) {
-      entries = await this.scanDir(rel, abs, cached ? byName(decodeTree(cached)) : undefined);
+      entries = await this.scanDir(rel, abs, cached ? byName(cached) : undefined);
     } else if (names !== undefined) {
       // Only the names the events named are described again: a stat (and a read when changed) each.
-      const byKey = byName(decodeTree(cached));
+      const byKey = byName(cached);
       await mapLimit([...names], ENTRY_FANOUT, async (key) => {
         const name = Buffer.from(key, 'latin1');
         const entry = this.hasExcludes && this.excluded(relText(rel, name)) ? undefined : await this.describe(rel, joinPath(abs, name), name, byKey.get(key));
@@ -315,7 +386,7 @@ export class FilesBackupSession implements BackupSession {
       });
       entries = [...byKey.values()];
     } else {
-      entries = decodeTree(cached);
+      entries = cached;
     }
     let patched = false;
     await mapLimit(
@@ -337,17 +408,19 @@ export class FilesBackupSession implements BackupSession {
         }
       },
     );
-    if (fullScan || names !== undefined || patched) this.prepared.set(rel, encodeTree(entries));
+    // A spilled directory walked here is on the way to a change below it: its stored tree names the
+    // old subtree ids, so it is kept as entries again and rebuilt by stream().
+    if (fullScan || names !== undefined || patched || spilled) this.keep(rel, encodeTree(entries));
   }
 
   /** The fallback: a stat of every entry, adding to `dirty` the directories that differ from the pre-pass. */
   private async statWalk(rel: string, abs: Buffer, dirty: Set<string>): Promise<void> {
-    const cached = this.prepared.get(rel);
+    const cached = await this.cachedEntries(rel);
     if (!cached) {
       dirty.add(rel); // new since prepare(): listed whole
       return;
     }
-    const prev = byName(decodeTree(cached));
+    const prev = byName(cached);
     let names: Buffer[];
     try {
       names = await fsp.readdir(abs, { encoding: 'buffer' });
@@ -401,6 +474,12 @@ export class FilesBackupSession implements BackupSession {
     this.prepared.delete(rel); // built once; frees the copy as the walk goes
     // pin() listed every directory the pinned trees reach that the pre-pass had not.
     if (cached === undefined) throw new BunkerError('engine', `internal error: no entries recorded for ${showPath(Buffer.from(rel || '.', 'latin1'))}`);
+    if (!Buffer.isBuffer(cached)) {
+      totals.files += cached.files;
+      totals.dirs += cached.dirs;
+      totals.size += cached.size;
+      return cached.id;
+    }
     const entries = decodeTree(cached);
     totals.dirs++;
     let subdirs = 0;
