@@ -31,6 +31,11 @@ const BLOCK_BYTES = 4 << 20;
 const MIN_READ = 256 << 10;
 /** Progress is reported every this many bytes. */
 const PROGRESS_BYTES = 4 << 20;
+/**
+ * The socket is paused while the repository has this much waiting: room for it to fall behind for a
+ * moment without stopping the server's child, which is the one part that cannot be spread over cores.
+ */
+const MAX_WAITING = 8 << 20;
 
 /** What the backup turns off for the moment of the fork, with the value it sets. */
 const FORK_SETTINGS = { delay: ['repl-diskless-sync-delay', '0'], compression: ['rdbcompression', 'no'] } as const;
@@ -480,7 +485,9 @@ class ReplicationReceiver implements RawSink {
       this.queued.push(piece);
       return;
     }
-    if (!this.writer.write(piece) && !this.paused) {
+    this.writer.write(piece);
+    // 'drain' (when all of it has been taken) resumes.
+    if (this.writer.writableLength >= MAX_WAITING && !this.paused) {
       this.paused = true;
       this.conn.pause();
     }
