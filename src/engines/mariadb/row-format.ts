@@ -17,9 +17,24 @@ export class RowEncoder {
   private pos = 0;
   bytes = 0;
   rows = 0;
+  /**
+   * For pushPacket(): the input buffer last scanned, and the next position in it of a tab, a newline
+   * and a backslash at or after where the scan got to (-1: not looked for yet; length: none left).
+   * One native search per special byte over a whole network chunk, instead of three per value.
+   */
+  private scanned: Buffer | undefined;
+  private scannedTo = 0;
+  private nextTab = -1;
+  private nextNl = -1;
+  private nextBs = -1;
 
   constructor(private readonly blockSize = 1 << 20) {
-    this.buf = Buffer.allocUnsafe(blockSize * 2);
+    this.buf = this.fresh();
+  }
+
+  /** Room for a block and the row that completes it, usually. */
+  private fresh(): Buffer {
+    return Buffer.allocUnsafe(this.blockSize + (this.blockSize >> 2));
   }
 
   private ensure(extra: number): void {
@@ -69,11 +84,125 @@ export class RowEncoder {
     return this.pos >= this.blockSize ? this.take() : null;
   }
 
+  /**
+   * Appends one row straight from a text-protocol result row packet: `data[start, end)` is its
+   * payload, each value length-encoded (0xfb for NULL). No per-value objects; values without a
+   * byte to escape are copied as they are. Returns a full block to write when one is ready.
+   */
+  pushPacket(data: Buffer, start: number, end: number): Buffer | null {
+    if (data !== this.scanned || start < this.scannedTo) {
+      // Another buffer, or this one again from an earlier position: forget the cursors.
+      this.scanned = data;
+      this.nextTab = this.nextNl = this.nextBs = -1;
+    }
+    this.scannedTo = end;
+    // Worst case 3 bytes of text per packet byte: a NULL (1 byte) becomes \N and a tab.
+    this.ensure(3 * (end - start) + 1);
+    const out = this.buf;
+    const base = this.pos;
+    // Common case first: every value shorter than 251 bytes (a one-byte length), none NULL, none
+    // holding a byte to escape. Then the text is the payload with each length byte turned into a
+    // tab (the first dropped): one native copy per row, a few byte writes.
+    let p = start;
+    let clean = true;
+    while (p < end) {
+      const len = data[p]!;
+      if (len >= 0xfb) {
+        clean = false;
+        break;
+      }
+      const from = p + 1;
+      const stop = from + len;
+      if (this.nextTab < from) this.nextTab = indexFrom(data, TAB, from);
+      if (this.nextNl < from) this.nextNl = indexFrom(data, NL, from);
+      if (this.nextBs < from) this.nextBs = indexFrom(data, BACKSLASH, from);
+      if (this.nextTab < stop || this.nextNl < stop || this.nextBs < stop) {
+        clean = false;
+        break;
+      }
+      p = stop;
+    }
+    if (clean && start < end) {
+      const from = start + 1;
+      const n = end - from;
+      // A native copy costs about as much as a JS loop over ~40 bytes.
+      if (n > 24) data.copy(out, base, from, end);
+      else for (let j = 0; j < n; j++) out[base + j] = data[from + j]!;
+      for (let q = from + data[start]!; q < end; q += data[q]! + 1) out[base + q - from] = TAB;
+      this.pos = base + n;
+      out[this.pos++] = NL;
+      this.rows++;
+      return this.pos >= this.blockSize ? this.take() : null;
+    }
+    return this.pushSlow(data, start, end);
+  }
+
+  /** pushPacket() for rows with NULLs, long values or bytes to escape. */
+  private pushSlow(data: Buffer, start: number, end: number): Buffer | null {
+    const out = this.buf;
+    let pos = this.pos;
+    let p = start;
+    let first = true;
+    while (p < end) {
+      if (!first) out[pos++] = TAB;
+      first = false;
+      let len = data[p++]!;
+      if (len === 0xfb) {
+        out[pos++] = BACKSLASH;
+        out[pos++] = N;
+        continue;
+      }
+      if (len === 0xfc) {
+        len = data[p]! | (data[p + 1]! << 8);
+        p += 2;
+      } else if (len === 0xfd) {
+        len = data[p]! | (data[p + 1]! << 8) | (data[p + 2]! << 16);
+        p += 3;
+      } else if (len === 0xfe) {
+        len = data.readUInt32LE(p) + data.readUInt32LE(p + 4) * 0x1_0000_0000;
+        p += 8;
+      }
+      const stop = p + len;
+      if (stop > end) throw new Error(`malformed row packet: a value of ${len} bytes runs past the packet's end`);
+      if (this.nextTab < p) this.nextTab = indexFrom(data, TAB, p);
+      if (this.nextNl < p) this.nextNl = indexFrom(data, NL, p);
+      if (this.nextBs < p) this.nextBs = indexFrom(data, BACKSLASH, p);
+      if (this.nextTab >= stop && this.nextNl >= stop && this.nextBs >= stop) {
+        if (len > 24) pos += data.copy(out, pos, p, stop);
+        else for (let j = p; j < stop; j++) out[pos++] = data[j]!;
+      } else {
+        for (let j = p; j < stop; j++) {
+          const b = data[j]!;
+          if (b === BACKSLASH || b === TAB || b === NL) {
+            out[pos++] = BACKSLASH;
+            out[pos++] = b === TAB ? 0x74 /* t */ : b === NL ? 0x6e /* n */ : BACKSLASH;
+          } else {
+            out[pos++] = b;
+          }
+        }
+      }
+      p = stop;
+    }
+    out[pos++] = NL;
+    this.pos = pos;
+    this.rows++;
+    return pos >= this.blockSize ? this.take() : null;
+  }
+
   /** Whatever is buffered (possibly empty). */
   take(): Buffer {
-    const out = Buffer.from(this.buf.subarray(0, this.pos));
+    if (this.pos === 0) return Buffer.alloc(0);
+    // The block is handed over, not copied: the caller's writer may keep it.
+    const out = this.buf.subarray(0, this.pos);
+    this.buf = this.fresh();
     this.bytes += out.length;
     this.pos = 0;
     return out;
   }
+}
+
+/** Position of `byte` in `data` at or after `from`, or data.length when there is none. */
+function indexFrom(data: Buffer, byte: number, from: number): number {
+  const i = data.indexOf(byte, from);
+  return i === -1 ? data.length : i;
 }
