@@ -7,11 +7,15 @@
 // Formats are those of docs/design/repository-format.md, unchanged: a sealed blob is
 // nonce(12) ‖ AES-256-GCM(flag(1) ‖ payload) ‖ tag(16), flag 0 = raw, 1 = one zstd frame.
 #define NAPI_VERSION 8
+// HMAC_CTX is deprecated in OpenSSL 3 in favour of EVP_MAC, but it is what the node binary exports
+// most simply and it is not going away within 3.x.
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <node_api.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -151,16 +155,19 @@ typedef struct {
   OpKind kind;
   napi_async_work work;
   napi_deferred deferred;
-  napi_ref input_ref;
+  napi_ref input_ref;    // the input (a Uint8Array or an array of them), alive until the op settles
   napi_ref keys_ref;
   const Keys *keys;
-  const uint8_t *in;
-  size_t in_len;
-  int level;             // seal: zstd level, 0 = never compress
-  size_t expected_len;   // open: the plaintext length the index records
-  size_t part_count;     // sha256: the input is these parts, in order
+  // The input as parts, in order (one part for a plain Uint8Array). Seal and open see them joined in
+  // `in` (no copy for a single part); hashes run over the parts as they are.
+  size_t part_count;
   const uint8_t **parts;
   size_t *part_lens;
+  const uint8_t *in;
+  size_t in_len;
+  uint8_t *joined;       // the allocation behind `in` when several parts were joined
+  int level;             // seal: zstd level, 0 = never compress
+  size_t expected_len;   // open: the plaintext length the index records
   // results
   uint8_t id[32];
   uint8_t *out;          // allocation handed to the result Buffer (freed by its finalizer)
@@ -169,9 +176,84 @@ typedef struct {
   const char *error;
 } Op;
 
+static void free_op_input(Op *op) {
+  free(op->parts);
+  free(op->part_lens);
+  free(op->joined);
+  op->parts = NULL;
+  op->part_lens = NULL;
+  op->joined = NULL;
+}
+
+/** Reads `value` (a Uint8Array, or an array of them) into op's parts; false when it is neither. */
+static bool parse_input(napi_env env, napi_value value, Op *op) {
+  bool is_array = false;
+  uint32_t count = 1;
+  if (napi_is_array(env, value, &is_array) != napi_ok) return false;
+  if (is_array && napi_get_array_length(env, value, &count) != napi_ok) return false;
+  op->part_count = count;
+  op->parts = calloc(count ? count : 1, sizeof *op->parts);
+  op->part_lens = calloc(count ? count : 1, sizeof *op->part_lens);
+  if (!op->parts || !op->part_lens) return false;
+  size_t total = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value part = value;
+    napi_typedarray_type type;
+    void *data = NULL;
+    if (is_array && napi_get_element(env, value, i, &part) != napi_ok) return false;
+    if (napi_get_typedarray_info(env, part, &type, &op->part_lens[i], &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+      return false;
+    }
+    op->parts[i] = data;
+    total += op->part_lens[i];
+  }
+  if (total > INT32_MAX) return false;
+  op->in_len = total;
+  op->in = count == 1 ? op->parts[0] : NULL;
+  return true;
+}
+
+/** Gives seal and open one contiguous input (runs on the pool thread, so the copy costs no main-thread time). */
+static bool join_input(Op *op) {
+  if (op->in || op->in_len == 0) {
+    if (!op->in) op->in = (const uint8_t *)"";
+    return true;
+  }
+  op->joined = malloc(op->in_len);
+  if (!op->joined) return false;
+  size_t at = 0;
+  for (size_t i = 0; i < op->part_count; i++) {
+    memcpy(op->joined + at, op->parts[i], op->part_lens[i]);
+    at += op->part_lens[i];
+  }
+  op->in = op->joined;
+  return true;
+}
+
 static void hmac_id(const Keys *keys, const uint8_t *data, size_t len, uint8_t out[32]) {
   unsigned int n = 32;
   HMAC(EVP_sha256(), keys->id_key, 32, data, len, out, &n);
+}
+
+static void hmac_parts(Op *op) {
+  if (op->part_count == 1) return hmac_id(op->keys, op->parts[0], op->part_lens[0], op->id);
+  HMAC_CTX *h = HMAC_CTX_new();
+  unsigned int n = 32;
+  int ok = h && HMAC_Init_ex(h, op->keys->id_key, 32, EVP_sha256(), NULL) == 1;
+  for (size_t i = 0; ok && i < op->part_count; i++) ok = HMAC_Update(h, op->parts[i], op->part_lens[i]) == 1;
+  ok = ok && HMAC_Final(h, op->id, &n) == 1;
+  HMAC_CTX_free(h);
+  if (!ok) op->error = "hmac failed";
+}
+
+static void sha256_parts(Op *op) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  unsigned int n = 32;
+  int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+  for (size_t i = 0; ok && i < op->part_count; i++) ok = EVP_DigestUpdate(md, op->parts[i], op->part_lens[i]) == 1;
+  ok = ok && EVP_DigestFinal_ex(md, op->id, &n) == 1;
+  EVP_MD_CTX_free(md);
+  if (!ok) op->error = "sha256 failed";
 }
 
 /** Three 16 KiB samples at level 1: if they don't shrink by 3 %, compressing the whole chunk won't pay. */
@@ -279,24 +361,23 @@ static void do_open(Op *op) {
   hmac_id(op->keys, op->out, op->out_len, op->id);
 }
 
+/** The op's work, on whichever thread runs it. */
+static void run_op(Op *op) {
+  switch (op->kind) {
+    case OP_HASH: hmac_parts(op); break;
+    case OP_SHA256: sha256_parts(op); break;
+    case OP_SEAL:
+    case OP_OPEN:
+      if (!join_input(op)) op->error = "out of memory";
+      else if (op->kind == OP_SEAL) do_seal(op);
+      else do_open(op);
+      break;
+  }
+}
+
 static void execute(napi_env env, void *data) {
   (void)env;
-  Op *op = data;
-  switch (op->kind) {
-    case OP_HASH: hmac_id(op->keys, op->in, op->in_len, op->id); break;
-    case OP_SEAL: do_seal(op); break;
-    case OP_OPEN: do_open(op); break;
-    case OP_SHA256: {
-      EVP_MD_CTX *md = EVP_MD_CTX_new();
-      unsigned int n = 32;
-      int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
-      for (size_t i = 0; ok && i < op->part_count; i++) ok = EVP_DigestUpdate(md, op->parts[i], op->part_lens[i]) == 1;
-      ok = ok && EVP_DigestFinal_ex(md, op->id, &n) == 1;
-      EVP_MD_CTX_free(md);
-      if (!ok) op->error = "sha256 failed";
-      break;
-    }
-  }
+  run_op(data);
 }
 
 static void free_result(napi_env env, void *data, void *hint) {
@@ -367,47 +448,47 @@ static void complete(napi_env env, napi_status status, void *data) {
     napi_resolve_deferred(env, op->deferred, result);
   }
   free(op->out);
-  free(op->parts);
-  free(op->part_lens);
+  free_op_input(op);
   napi_delete_reference(env, op->input_ref);
   if (op->keys_ref) napi_delete_reference(env, op->keys_ref);
   napi_delete_async_work(env, op->work);
   free(op);
 }
 
-/** Common entry: (keys, data: Uint8Array, number) → Promise; `data` must not change until it settles. */
-static napi_value queue_op(napi_env env, napi_callback_info info, OpKind kind) {
+/**
+ * Reads (keys?, input, number?) into a new Op. `with_keys`: argv[0] is the keys handle. Throws and
+ * returns NULL on bad arguments.
+ */
+static Op *new_op(napi_env env, napi_callback_info info, OpKind kind, bool with_keys, napi_value *input_out) {
   size_t argc = 3;
   napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  Keys *keys = argc >= 2 ? get_keys(env, argv[0]) : NULL;
-  napi_typedarray_type type;
-  size_t len = 0;
-  void *data = NULL;
-  if (!keys || napi_get_typedarray_info(env, argv[1], &type, &len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
-    napi_throw_type_error(env, NULL, "bunker-codec: (keys, Uint8Array[, number]) expected");
-    return NULL;
-  }
-  int64_t number = 0;
-  if (argc >= 3) CHECK(napi_get_value_int64(env, argv[2], &number));
-  if (len > INT32_MAX || number < 0 || number > INT32_MAX) {
-    napi_throw_range_error(env, NULL, "bunker-codec: blob or length too large");
-    return NULL;
-  }
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) argc = 0;
+  size_t first = with_keys ? 1 : 0;
   Op *op = calloc(1, sizeof(Op));
-  if (!op) {
-    napi_throw_error(env, NULL, "out of memory");
+  int64_t number = 0;
+  bool ok = op && argc > first && (!with_keys || (op->keys = get_keys(env, argv[0])) != NULL) &&
+            parse_input(env, argv[first], op) &&
+            (argc <= first + 1 || (napi_get_value_int64(env, argv[first + 1], &number) == napi_ok && number >= 0 && number <= INT32_MAX));
+  if (!ok) {
+    if (op) free_op_input(op);
+    free(op);
+    napi_throw_type_error(env, NULL, "bunker-codec: bad arguments (keys, Uint8Array or Uint8Array[], number)");
     return NULL;
   }
   op->kind = kind;
-  op->keys = keys;
-  op->in = data;
-  op->in_len = len;
   op->level = (int)number;
   op->expected_len = (size_t)number;
-  napi_value promise, name;
-  CHECK(napi_create_reference(env, argv[1], 1, &op->input_ref));
-  CHECK(napi_create_reference(env, argv[0], 1, &op->keys_ref));
+  *input_out = argv[first];
+  if (with_keys) napi_create_reference(env, argv[0], 1, &op->keys_ref);
+  return op;
+}
+
+/** Queues an op on the thread pool; returns its promise. The input must not change until it settles. */
+static napi_value queue_op(napi_env env, napi_callback_info info, OpKind kind, bool with_keys) {
+  napi_value input, promise, name;
+  Op *op = new_op(env, info, kind, with_keys, &input);
+  if (!op) return NULL;
+  CHECK(napi_create_reference(env, input, 1, &op->input_ref));
   CHECK(napi_create_promise(env, &op->deferred, &promise));
   CHECK(napi_create_string_utf8(env, "bunker-codec", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_create_async_work(env, NULL, name, execute, complete, op, &op->work));
@@ -415,130 +496,63 @@ static napi_value queue_op(napi_env env, napi_callback_info info, OpKind kind) {
   return promise;
 }
 
-/** hash(keys, data) → Promise<hex id>. */
-static napi_value hash_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_HASH); }
-/** seal(keys, data, level) → Promise<{ sealed: Buffer, compressed: boolean }>. */
-static napi_value seal_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_SEAL); }
+/** hash(keys, data | parts) → Promise<hex id>. */
+static napi_value hash_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_HASH, true); }
+/** seal(keys, data | parts, level) → Promise<{ sealed: Buffer, compressed: boolean }>. */
+static napi_value seal_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_SEAL, true); }
 /** open(keys, sealed, plainLength) → Promise<{ plain: Buffer, id: hex }>; rejects when damaged. */
-static napi_value open_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_OPEN); }
-
-/** sha256(parts: Uint8Array[]) → Promise<hex>: the plain SHA-256 of the concatenated parts (pack names). */
-static napi_value sha256_async(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint32_t count = 0;
-  bool is_array = false;
-  if (argc != 1 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array ||
-      napi_get_array_length(env, argv[0], &count) != napi_ok) {
-    napi_throw_type_error(env, NULL, "sha256(parts: Uint8Array[]) expected");
-    return NULL;
-  }
-  Op *op = calloc(1, sizeof(Op));
-  if (!op) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
-  op->kind = OP_SHA256;
-  op->part_count = count;
-  op->parts = calloc(count ? count : 1, sizeof *op->parts);
-  op->part_lens = calloc(count ? count : 1, sizeof *op->part_lens);
-  for (uint32_t i = 0; i < count; i++) {
-    napi_value part;
-    napi_typedarray_type type;
-    void *data = NULL;
-    if (napi_get_element(env, argv[0], i, &part) != napi_ok ||
-        napi_get_typedarray_info(env, part, &type, &op->part_lens[i], &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
-      free(op->parts);
-      free(op->part_lens);
-      free(op);
-      napi_throw_type_error(env, NULL, "sha256(parts: Uint8Array[]) expected");
-      return NULL;
-    }
-    op->parts[i] = data;
-  }
-  // The array holds every part: referencing it keeps them alive until the digest is done.
-  napi_value promise, name;
-  CHECK(napi_create_reference(env, argv[0], 1, &op->input_ref));
-  CHECK(napi_create_promise(env, &op->deferred, &promise));
-  CHECK(napi_create_string_utf8(env, "bunker-codec", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_create_async_work(env, NULL, name, execute, complete, op, &op->work));
-  CHECK(napi_queue_async_work(env, op->work));
-  return promise;
-}
+static napi_value open_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_OPEN, true); }
+/** sha256(parts) → Promise<hex>: the plain SHA-256 of the concatenated parts (pack names). */
+static napi_value sha256_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_SHA256, false); }
 
 /**
- * sealSync / openSync: the same work on the calling thread, for tiny blobs (a mount of small files),
- * where a pool round trip costs more than the work and a malloc per blob on pool threads fragments
- * their arenas. Results are copied into ordinary Buffers.
+ * hashSync / sealSync / openSync: the same work on the calling thread, for small blobs (a mount of
+ * small files), where a pool round trip costs more than the work and a malloc per blob on pool
+ * threads fragments their arenas. Results are copied into ordinary Buffers.
  */
 static napi_value run_sync(napi_env env, napi_callback_info info, OpKind kind) {
-  size_t argc = 3;
-  napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  Keys *keys = argc == 3 ? get_keys(env, argv[0]) : NULL;
-  napi_typedarray_type type;
-  int64_t number = 0;
-  Op op;
-  memset(&op, 0, sizeof op);
-  void *data = NULL;
-  if (!keys || napi_get_typedarray_info(env, argv[1], &type, &op.in_len, &data, NULL, NULL) != napi_ok ||
-      type != napi_uint8_array || napi_get_value_int64(env, argv[2], &number) != napi_ok || number < 0 ||
-      number > INT32_MAX || op.in_len > INT32_MAX) {
-    napi_throw_type_error(env, NULL, "bunker-codec: (keys, Uint8Array, number) expected");
-    return NULL;
+  napi_value input;
+  Op *op = new_op(env, info, kind, true, &input);
+  if (!op) return NULL;
+  run_op(op);
+  napi_value result = NULL, buf = NULL, extra;
+  if (!op->error && kind != OP_HASH) {
+    void *copy;
+    if (napi_create_buffer_copy(env, op->out_len, op->out ? op->out : (void *)"", &copy, &buf) != napi_ok) op->error = "out of memory";
   }
-  op.kind = kind;
-  op.keys = keys;
-  op.in = data;
-  op.level = (int)number;
-  op.expected_len = (size_t)number;
-  if (kind == OP_SEAL) do_seal(&op);
-  else do_open(&op);
-  if (op.error) {
-    free(op.out);
-    napi_throw_error(env, NULL, op.error);
-    return NULL;
-  }
-  napi_value buf, result, extra;
-  void *copy;
-  napi_status st = napi_create_buffer_copy(env, op.out_len, op.out ? op.out : (void *)"", &copy, &buf);
-  free(op.out);
-  CHECK(st);
-  CHECK(napi_create_object(env, &result));
-  if (kind == OP_SEAL) {
-    CHECK(napi_get_boolean(env, op.compressed, &extra));
-    CHECK(napi_set_named_property(env, result, "sealed", buf));
-    CHECK(napi_set_named_property(env, result, "compressed", extra));
+  if (op->error) {
+    napi_throw_error(env, NULL, op->error);
+  } else if (kind == OP_HASH) {
+    result = hex_id(env, op->id);
   } else {
-    CHECK(napi_set_named_property(env, result, "plain", buf));
-    CHECK(napi_set_named_property(env, result, "id", hex_id(env, op.id)));
+    napi_create_object(env, &result);
+    if (kind == OP_SEAL) {
+      napi_get_boolean(env, op->compressed, &extra);
+      napi_set_named_property(env, result, "sealed", buf);
+      napi_set_named_property(env, result, "compressed", extra);
+    } else {
+      napi_set_named_property(env, result, "plain", buf);
+      napi_set_named_property(env, result, "id", hex_id(env, op->id));
+    }
   }
+  free(op->out);
+  free_op_input(op);
+  if (op->keys_ref) napi_delete_reference(env, op->keys_ref);
+  free(op);
   return result;
 }
 
+static napi_value hash_sync(napi_env env, napi_callback_info info) { return run_sync(env, info, OP_HASH); }
 static napi_value seal_sync(napi_env env, napi_callback_info info) { return run_sync(env, info, OP_SEAL); }
 static napi_value open_sync(napi_env env, napi_callback_info info) { return run_sync(env, info, OP_OPEN); }
 
-/** hashSync(keys, data) → hex id, on the calling thread (for small blobs a pool trip costs more). */
-static napi_value hash_sync(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  Keys *keys = argc == 2 ? get_keys(env, argv[0]) : NULL;
-  napi_typedarray_type type;
-  size_t len;
-  void *data;
-  if (!keys || napi_get_typedarray_info(env, argv[1], &type, &len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
-    napi_throw_type_error(env, NULL, "hashSync(keys, Uint8Array) expected");
-    return NULL;
-  }
-  uint8_t id[32];
-  hmac_id(keys, data, len, id);
-  return hex_id(env, id);
-}
-
 static napi_value init(napi_env env, napi_value exports) {
+#ifdef M_ARENA_MAX
+  // Sealed and opened blobs are allocated on pool threads and freed on the main thread. glibc gives
+  // each thread its own arena (up to 8 per core), and memory freed into them lingers: storing 1.1 GB
+  // peaked at 242 MB RSS with the default and 210 MB with two arenas, at no measurable speed cost.
+  mallopt(M_ARENA_MAX, 2);
+#endif
   napi_property_descriptor props[] = {
       {"keys", NULL, create_keys, NULL, NULL, NULL, napi_default, NULL},
       {"scan", NULL, scan, NULL, NULL, NULL, napi_default, NULL},

@@ -40,6 +40,15 @@ export function validateChunkSizes(s: ChunkSizes): void {
   }
 }
 
+/**
+ * A finished chunk as the input pieces it spans, in order: views of the pushed buffers, not a copy
+ * (the codec hashes the pieces as they are and joins them only to seal a chunk that is new).
+ */
+export interface Chunk {
+  pieces: Buffer[];
+  length: number;
+}
+
 /** Streaming chunker: push() input pieces of any size, collect the finished chunks, finish() the tail. */
 export class Chunker {
   private readonly gear: Int32Array;
@@ -59,9 +68,12 @@ export class Chunker {
     this.maskL = highBits(bits - 2);
   }
 
-  /** Returns the chunks completed by `data`; the rest is kept for the next push() or finish(). */
-  push(data: Buffer): Buffer[] {
-    const out: Buffer[] = [];
+  /**
+   * Returns the chunks completed by `data`; the rest is kept for the next push() or finish(). The
+   * chunks are views of `data` and earlier pushes, which must therefore not be changed afterwards.
+   */
+  push(data: Buffer): Chunk[] {
+    const out: Chunk[] = [];
     const { min, avg, max } = this.sizes;
     const G = this.gear;
     const n = data.length;
@@ -101,19 +113,19 @@ export class Chunker {
   }
 
   /** The last, possibly short, chunk; null when nothing is left. */
-  finish(): Buffer | null {
+  finish(): Chunk | null {
     if (this.pendingLen === 0) return null;
-    const chunk = Buffer.concat(this.pending, this.pendingLen);
+    const chunk = { pieces: this.pending, length: this.pendingLen };
     this.pending = [];
     this.pendingLen = 0;
     this.hash[0] = 0;
     return chunk;
   }
 
-  private take(data: Buffer, start: number, end: number): Buffer {
-    const parts = this.pending;
-    parts.push(data.subarray(start, end));
-    const chunk = Buffer.concat(parts, this.pendingLen + (end - start)); // always a fresh copy
+  private take(data: Buffer, start: number, end: number): Chunk {
+    const pieces = this.pending;
+    pieces.push(data.subarray(start, end));
+    const chunk = { pieces, length: this.pendingLen + (end - start) };
     this.pending = [];
     this.pendingLen = 0;
     return chunk;
@@ -126,5 +138,5 @@ export function chunkBuffer(gear: Int32Array, data: Buffer, sizes: ChunkSizes = 
   const out = c.push(data);
   const last = c.finish();
   if (last) out.push(last);
-  return out;
+  return out.map((chunk) => Buffer.concat(chunk.pieces, chunk.length));
 }

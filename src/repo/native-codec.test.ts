@@ -78,3 +78,15 @@ describe('tiny blobs on the calling thread', () => {
     }
   });
 });
+
+describe('blobs given as pieces', () => {
+  it('hashes and seals the pieces as the blob they join into', async () => {
+    const whole = text(300_000);
+    const pieces = [whole.subarray(0, 1), whole.subarray(1, 70_000), whole.subarray(70_000, 70_000), whole.subarray(70_000)];
+    expect(await codec.hash(pieces)).toBe(hmac(whole));
+    expect(codec.hashSync(pieces)).toBe(hmac(whole));
+    const { sealed } = await codec.seal(pieces, 3);
+    const { plain } = await codec.open(sealed, whole.length, 'pieces');
+    expect(plain.equals(whole)).toBe(true);
+  });
+});

@@ -6,18 +6,28 @@ import { availableParallelism } from 'node:os';
 import { BunkerError } from '../core/index.js';
 import { loadNativeAddon } from '../core/native-addon.js';
 
+/** A blob's bytes: one buffer, or the pieces it spans in order (joined, when needed, on the pool). */
+export type Input = Uint8Array | readonly Uint8Array[];
+
+function byteLength(data: Input): number {
+  if (!Array.isArray(data)) return (data as Uint8Array).length;
+  let n = 0;
+  for (const piece of data as readonly Uint8Array[]) n += piece.length;
+  return n;
+}
+
 /** Opaque handle to copies of the encryption and id keys, held in C memory. */
 type KeysHandle = { readonly __keys: unique symbol };
 
 interface CodecAddon {
   keys(encKey: Buffer, idKey: Buffer): KeysHandle;
   scan(data: Uint8Array, from: number, stop: number, mask: number, gear: Int32Array, state: Int32Array): number;
-  hash(keys: KeysHandle, data: Uint8Array): Promise<string>;
-  hashSync(keys: KeysHandle, data: Uint8Array): string;
-  seal(keys: KeysHandle, data: Uint8Array, level: number): Promise<SealResult>;
+  hash(keys: KeysHandle, data: Input): Promise<string>;
+  hashSync(keys: KeysHandle, data: Input): string;
+  seal(keys: KeysHandle, data: Input, level: number): Promise<SealResult>;
   open(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult>;
   sha256(parts: Uint8Array[]): Promise<string>;
-  sealSync(keys: KeysHandle, data: Uint8Array, level: number): SealResult;
+  sealSync(keys: KeysHandle, data: Input, level: number): SealResult;
   openSync(keys: KeysHandle, sealed: Uint8Array, plainLength: number): OpenResult;
 }
 
@@ -63,12 +73,12 @@ export class NativeCodec {
   }
 
   /** HMAC-SHA-256 id of a small blob on this thread (a pool trip costs more than hashing it). */
-  hashSync(data: Uint8Array): string {
+  hashSync(data: Input): string {
     return this.addon.hashSync(this.keys, data);
   }
 
   /** HMAC-SHA-256 id of a blob, on the pool. `data` must not change until this settles. */
-  hash(data: Uint8Array): Promise<string> {
+  hash(data: Input): Promise<string> {
     return this.run(() => this.addon.hash(this.keys, data));
   }
 
@@ -78,8 +88,8 @@ export class NativeCodec {
   }
 
   /** Compresses (unless level is 0 or it does not pay) and encrypts a blob. */
-  seal(data: Uint8Array, level: number): Promise<SealResult> {
-    if (data.length < SYNC_BYTES && !this.closed) {
+  seal(data: Input, level: number): Promise<SealResult> {
+    if (byteLength(data) < SYNC_BYTES && !this.closed) {
       try {
         return Promise.resolve(this.addon.sealSync(this.keys, data, level));
       } catch (err) {

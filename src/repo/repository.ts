@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { BunkerError, ID_PATTERN, newId } from '../core/index.js';
 import { isNotFound, type StorageBackend } from '../storage/index.js';
-import { Chunker, gearTable, type ChunkSizes } from './chunker.js';
+import { Chunker, gearTable, type Chunk, type ChunkSizes } from './chunker.js';
 import { BlobIndex, type BlobType, type IndexEntry } from './blob-index.js';
 import { corrupt, open, seal, type MasterKeys } from './crypto.js';
 import { NativeCodec } from './native-codec.js';
@@ -233,12 +233,13 @@ export class BunkerRepository implements Repository {
    * and appended to a pack. Resolves once there is room for more work (backpressure); the inner
    * `id` resolves to the blob id once the blob is handed to a pack.
    */
-  private async queueChunk(type: BlobType, chunk: Buffer, onStored?: (bytes: number) => void): Promise<{ id: Promise<BlobId> }> {
+  private async queueChunk(type: BlobType, chunk: Chunk, onStored?: (bytes: number) => void): Promise<{ id: Promise<BlobId> }> {
     this.assertWritable();
     this.totals.chunks++;
     this.totals.bytes += chunk.length;
     const task = (async (): Promise<BlobId> => {
-      const id = chunk.length < INLINE_HASH_BYTES ? this.codec.hashSync(chunk) : await this.codec.hash(chunk);
+      const { pieces, length } = chunk;
+      const id = length < INLINE_HASH_BYTES ? this.codec.hashSync(pieces) : await this.codec.hash(pieces);
       if (this.hasBlob(id)) return id;
       this.pending.add(id); // check-and-add with no await between: concurrent twins store once
       this.totals.newChunks++;
@@ -273,10 +274,10 @@ export class BunkerRepository implements Repository {
     });
   }
 
-  private async storeNew(type: BlobType, id: BlobId, chunk: Buffer, onStored?: (bytes: number) => void): Promise<void> {
+  private async storeNew(type: BlobType, id: BlobId, chunk: Chunk, onStored?: (bytes: number) => void): Promise<void> {
     const rawLength = chunk.length;
     try {
-      const { sealed } = await this.codec.seal(chunk, this.config.compressionLevel);
+      const { sealed } = await this.codec.seal(chunk.pieces, this.config.compressionLevel);
       onStored?.(sealed.length);
       const builder = (this.open[type] ??= new PackBuilder(type));
       builder.append(id, sealed, rawLength);
@@ -370,7 +371,7 @@ export class BunkerRepository implements Repository {
     let settle!: { resolve: (r: StreamRef) => void; reject: (e: unknown) => void };
     const result = new Promise<StreamRef>((resolve, reject) => (settle = { resolve, reject }));
     result.catch(() => {}); // observed through done(); never an unhandled rejection
-    const store = async (chunks: Buffer[]) => {
+    const store = async (chunks: Chunk[]) => {
       for (const chunk of chunks) ids.push((await this.queueChunk('data', chunk, onStored)).id);
     };
     // Small writes (database rows) are copied into a staging buffer and chunked in STAGE_BYTES batches:
@@ -378,14 +379,14 @@ export class BunkerRepository implements Repository {
     // The stage is allocated lazily and handed to the chunker when full, so an idle stream holds none.
     let stage: Buffer | null = null;
     let staged = 0;
-    const takeStage = (): Buffer[] => {
+    const takeStage = (): Chunk[] => {
       if (!stage || staged === 0) return [];
       const full = stage.subarray(0, staged);
       stage = null;
       staged = 0;
       return chunker.push(full);
     };
-    const accept = (data: Buffer, out: Buffer[]): void => {
+    const accept = (data: Buffer, out: Chunk[]): void => {
       size += data.length;
       if (data.length >= STAGE_DIRECT) {
         out.push(...takeStage(), ...chunker.push(data));
@@ -400,14 +401,14 @@ export class BunkerRepository implements Repository {
         if (staged === STAGE_BYTES) out.push(...takeStage());
       }
     };
-    const handOn = (chunks: Buffer[], callback: (err?: Error | null) => void): void => {
+    const handOn = (chunks: Chunk[], callback: (err?: Error | null) => void): void => {
       if (chunks.length === 0) return callback(); // nothing to store yet: no promise round trip
       store(chunks).then(() => callback(), (err) => callback(asWriteError(err, label)));
     };
     const writer = new Writable({
       highWaterMark: 1 << 20,
       write: (data: Buffer, _encoding, callback) => {
-        const chunks: Buffer[] = [];
+        const chunks: Chunk[] = [];
         try {
           this.assertWritable();
           accept(data, chunks);
@@ -417,7 +418,7 @@ export class BunkerRepository implements Repository {
         handOn(chunks, callback);
       },
       writev: (entries, callback) => {
-        const chunks: Buffer[] = [];
+        const chunks: Chunk[] = [];
         try {
           this.assertWritable();
           for (const { chunk } of entries) accept(chunk as Buffer, chunks);
@@ -458,7 +459,7 @@ export class BunkerRepository implements Repository {
 
   async putTree(data: Uint8Array): Promise<BlobId> {
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    const [id] = await this.settle([(await this.queueChunk('tree', buf)).id]);
+    const [id] = await this.settle([(await this.queueChunk('tree', { pieces: [buf], length: buf.length })).id]);
     return id!;
   }
 
