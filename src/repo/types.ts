@@ -16,6 +16,11 @@ export interface StreamRef {
 }
 
 /** A Writable that stores what is written; done() resolves once every chunk is durably queued for packing. */
+/**
+ * Writes of 32 KiB or more are not copied: the repository keeps views of them until their chunk is
+ * hashed (and, when new, sealed), so a buffer must not be changed or reused once written. Smaller
+ * writes are copied at once.
+ */
 export interface StreamWriter extends Writable {
   /** Resolves after the writer has finished (end() was called and all data was accepted). */
   done(): Promise<StreamRef>;
