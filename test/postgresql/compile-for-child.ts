@@ -1,7 +1,7 @@
 // Compiles the engine, repository and storage sources to plain JS in a temp dir, so a test can run a
 // restore in a child process that it may SIGKILL (vitest only transforms TypeScript in its workers).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -20,9 +20,9 @@ export function compileSources(entries: string[]): { dir: string; remove(): void
     ],
     { stdio: 'inherit' },
   );
+  // The native addons are found beside the node_modules that packages resolve through
+  // (src/core/native-addon.ts), so this one link serves both.
   symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  // The repository's native addon is loaded from build/ relative to the package root.
-  if (existsSync(join(ROOT, 'build'))) symlinkSync(join(ROOT, 'build'), join(dir, 'build'));
   writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
