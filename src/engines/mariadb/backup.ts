@@ -34,6 +34,7 @@ type RowState = (this: RowStates, packet: RowPacket, connection: unknown) => unk
 interface RowStates {
   row: RowState;
   on(event: 'error', listener: (err: Error) => void): void;
+  on(event: 'result', listener: () => void): void;
   on(event: 'end', listener: () => void): void;
 }
 
@@ -259,6 +260,13 @@ export class MariadbBackup implements BackupSession {
         return rowState;
       };
       query.row = rowState;
+      // Should a mysql2 version skip the instance's row state, its rows would arrive here instead of
+      // in the stream: fail rather than back up an empty table.
+      query.on('result', () =>
+        fail(new BunkerError('internal', `mariadb: mysql2 delivered the rows of ${table.name} past the engine's row reader`, {
+          hint: 'The installed mysql2 version works differently from the one Bunker was built with; reinstall the pinned dependencies (npm ci).',
+        }), true),
+      );
       query.on('error', fail);
       query.on('end', () => {
         if (failed) return;
