@@ -22,7 +22,7 @@ export function uniqueDb(prefix: string): string {
 }
 
 export async function withClient<T>(db: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: `${PG_BASE}/${db}` });
+  const c = new pg.Client({ connectionString: `${PG_BASE}/${encodeURIComponent(db)}` });
   await c.connect();
   try {
     return await fn(c);
@@ -34,11 +34,11 @@ export async function withClient<T>(db: string, fn: (c: pg.Client) => Promise<T>
 export const sql = (db: string, text: string) => withClient(db, (c) => c.query(text));
 
 export async function createDb(name: string): Promise<void> {
-  await sql('postgres', `CREATE DATABASE "${name}"`);
+  await sql('postgres', `CREATE DATABASE "${name.replace(/"/g, '""')}"`);
 }
 
 export async function dropDb(name: string): Promise<void> {
-  await sql('postgres', `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+  await sql('postgres', `DROP DATABASE IF EXISTS "${name.replace(/"/g, '""')}" WITH (FORCE)`);
 }
 
 export async function psqlFile(db: string, file: string): Promise<void> {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { isBunkerError } from '../../core/errors.js';
 import { silentLogger } from '../../core/log.js';
-import { parsePgUrl, toolEnv } from './connection.js';
+import { parsePgUrl, toolEnv, withDatabase } from './connection.js';
 import { postgresqlEngine } from './index.js';
 import { splitSettingList } from './restore.js';
 
@@ -31,11 +31,18 @@ describe('postgresql connection settings', () => {
     }
   });
 
-  it('refuses databases: all and unknown keys in the config', () => {
+  it('names the other database in messages, still without the password', () => {
+    const t = withDatabase(parsePgUrl('postgresql://app:s3cret@db.example:6543/postgres?sslmode=require'), 'shop eu');
+    expect(t.database).toBe('shop eu');
+    expect(t.display).toContain('/shop%20eu?sslmode=require');
+    expect(t.display).not.toContain('s3cret');
+    expect(t.password).toBe('s3cret');
+  });
+
+  it('takes databases: all, refuses other values and unknown keys in the config', () => {
     const schema = postgresqlEngine.configSchema;
-    const all = schema.safeParse({ url: 'postgresql://h/db', databases: 'all' });
-    expect(all.success).toBe(false);
-    expect(JSON.stringify(all.error?.issues)).toContain('not supported yet');
+    expect(schema.safeParse({ url: 'postgresql://h/db', databases: 'all' }).success).toBe(true);
+    expect(schema.safeParse({ url: 'postgresql://h/db', databases: 'some' }).success).toBe(false);
     expect(schema.safeParse({ url: 'postgresql://h/db', job: 3 }).success).toBe(false);
     expect(schema.safeParse({ url: 'postgresql://h/db', jobs: 3, no_owner: true }).success).toBe(true);
   });

@@ -64,9 +64,17 @@ export function parsePgUrl(url: string): PgTarget {
   };
 }
 
-/** The same server, another database. */
+/** The same server, another database (messages name it). */
 export function withDatabase(target: PgTarget, database: string): PgTarget {
-  return { ...target, database };
+  let display: string;
+  try {
+    const u = new URL(target.display);
+    u.pathname = `/${encodeURIComponent(database)}`;
+    display = u.toString();
+  } catch {
+    display = `${target.display} (database ${database})`;
+  }
+  return { ...target, database, display };
 }
 
 /** Options for `new pg.Client(...)`. */

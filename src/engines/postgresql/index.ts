@@ -8,22 +8,20 @@ import type { Engine, EngineDescriptor } from '../engine.js';
 import { PgBackupSession } from './backup.js';
 import { clientConfig, parsePgUrl } from './connection.js';
 import { PgRestoreSession } from './restore.js';
+import { CLUSTER_FORMAT, PgClusterBackupSession, PgClusterRestoreSession } from './cluster.js';
 
 const configSchema = z
   .object({
+    /** The database to back up; with `databases: all`, the one Bunker connects to for the list of databases and roles. */
     url: z.string().min(1),
-    /** Every database of the server plus roles: not built yet, refused with a clear message. */
+    /** Every database of the server (templates aside) plus the cluster's roles. */
     databases: z.literal('all').optional(),
     /** Restore objects owned by the connecting user (and without grants to roles the target lacks). */
     no_owner: z.boolean().optional(),
     /** Parallel sessions for COPY and index builds (default: twice the CPU count, at least 2, at most 8). */
     jobs: z.number().int().min(1).max(64).optional(),
   })
-  .strict()
-  .refine((c) => c.databases === undefined, {
-    message: 'databases: all is not supported yet; list one service per database',
-    path: ['databases'],
-  });
+  .strict();
 
 export type PostgresqlConfig = z.infer<typeof configSchema>;
 
@@ -35,6 +33,7 @@ export const postgresqlEngine: EngineDescriptor<PostgresqlConfig> = {
   create(name, config, env): Engine {
     const target = parsePgUrl(config.url);
     // Twice the cores: a COPY session spends part of its time waiting on the repository or the server.
+    const all = config.databases === 'all';
     const jobs = config.jobs ?? Math.min(8, Math.max(2, 2 * os.availableParallelism()));
     return {
       type: 'postgresql',
@@ -44,7 +43,10 @@ export const postgresqlEngine: EngineDescriptor<PostgresqlConfig> = {
         try {
           await client.connect();
           const { rows } = await client.query(
-            `SELECT current_setting('server_version') AS v, pg_database_size(current_database())::bigint AS size`,
+            all
+              ? `SELECT current_setting('server_version') AS v,
+                   (SELECT sum(pg_database_size(oid)) FROM pg_database WHERE NOT datistemplate AND datallowconn)::bigint AS size`
+              : `SELECT current_setting('server_version') AS v, pg_database_size(current_database())::bigint AS size`,
           );
           return { version: `PostgreSQL ${rows[0].v}`, sizeEstimate: Number(rows[0].size) };
         } catch (err) {
@@ -57,10 +59,21 @@ export const postgresqlEngine: EngineDescriptor<PostgresqlConfig> = {
         }
       },
       async openBackup(ctx) {
-        return new PgBackupSession(target, ctx, jobs);
+        return all ? new PgClusterBackupSession(target, ctx, jobs) : new PgBackupSession(target, ctx, jobs);
       },
       async openRestore(ctx, artifact) {
-        return new PgRestoreSession(target, ctx, artifact, { jobs, noOwner: config.no_owner ?? false, stateDir: env.stateDir });
+        const options = { jobs, noOwner: config.no_owner ?? false, stateDir: env.stateDir };
+        const isCluster = artifact.engine === 'postgresql' && artifact.format === CLUSTER_FORMAT;
+        if (isCluster !== all && artifact.engine === 'postgresql') {
+          throw new BunkerError(
+            'target_mismatch',
+            isCluster
+              ? `service ${name}: the backup holds all databases of a server; this service is one database`
+              : `service ${name}: the backup holds one database; this service is databases: all`,
+            { hint: 'Restore into a service with the same databases setting (set or drop databases: all in its config).' },
+          );
+        }
+        return all ? new PgClusterRestoreSession(target, ctx, artifact, options) : new PgRestoreSession(target, ctx, artifact, options);
       },
     };
   },

@@ -28,7 +28,7 @@ export function sideNames(target: string): { shadow: string; old: string } {
 const LOAD_SORT_MEMORY = '256MB';
 
 /** Settings whose value is a list of (possibly double-quoted) names; ALTER DATABASE takes them element by element. */
-const LIST_SETTINGS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries']);
+export const LIST_SETTINGS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries']);
 
 /** Splits `"a b", public` into ['a b', 'public'] (double quotes group, "" is a literal quote). */
 export function splitSettingList(value: string): string[] {
@@ -376,10 +376,14 @@ export class PgRestoreSession implements RestoreSession {
     await pipeline(this.ctx.repo.readStream(ref), createWriteStream(file));
   }
 
-  /** A connection to the server's maintenance database (postgres, else template1) for CREATE/DROP/RENAME. */
+  /**
+   * A connection to the server's maintenance database (postgres, else template1) for CREATE/DROP/RENAME.
+   * When postgres itself is the target (databases: all), template1 first: the swap can't rename the
+   * database it is connected to.
+   */
   private async connectAdmin(): Promise<pg.Client> {
     let lastErr: unknown;
-    for (const db of ['postgres', 'template1']) {
+    for (const db of this.target.database === 'postgres' ? ['template1', 'postgres'] : ['postgres', 'template1']) {
       const c = new pg.Client(clientConfig(withDatabase(this.target, db)));
       c.on('error', () => {});
       try {
