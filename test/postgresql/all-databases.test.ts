@@ -12,7 +12,7 @@ import { ROLES_STREAM, type ClusterMeta } from '../../src/engines/postgresql/clu
 import { sideNames } from '../../src/engines/postgresql/restore.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
-import { PG_BASE, createDb, dropDb, engineFor, fingerprint, sql, testLogger, uniqueDb, type Fingerprint } from './pg-fixture.js';
+import { PG_BASE, createDb, dropDb, engineFor, fingerprint, sql, testLogger, uniqueDb, withClient, type Fingerprint } from './pg-fixture.js';
 
 const EDGE_SQL = new URL('./edge-case.sql', import.meta.url);
 
@@ -154,6 +154,15 @@ describe('postgresql engine: databases: all', () => {
     expect(logs.join('\n')).not.toContain(password);
     expect(logs.join('\n')).toMatch(new RegExp(`created roles [^\\n]*${group}`));
   }, 600_000);
+
+  it('probes the size of every database together', async () => {
+    const probe = await allEngine().probe();
+    const { rows } = await withClient('postgres', (c) =>
+      c.query('SELECT sum(pg_database_size(datname))::bigint AS n FROM pg_database WHERE datname = ANY($1)', [mine]),
+    );
+    expect(probe.version).toMatch(/^PostgreSQL \d+/);
+    expect(probe.sizeEstimate).toBeGreaterThan(Number(rows[0].n));
+  });
 
   it('refuses unknown database names and a single-database target, naming what is wrong', async () => {
     const err = await allEngine()
