@@ -4,7 +4,7 @@
 // databases. A kill past the commit's point of no return is rolled forward, so "old tables" can
 // recover to "new".
 import { spawn, spawnSync } from 'node:child_process';
-import { rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/core/log.js';
 import { runBackup } from '../../src/engines/engine.js';
@@ -86,9 +86,6 @@ beforeAll(async () => {
   );
   // Type errors elsewhere in the tree do not stop tsc from emitting; a missing child file does.
   writeFileSync(`${outDir}/package.json`, '{"type":"module"}\n');
-  // The compiled repository finds its native addon two levels up, as src/ and dist/ do.
-  rmSync(`${outDir}/build`, { recursive: true, force: true });
-  symlinkSync(`${root}build`, `${outDir}/build`);
   if (tsc.error) throw tsc.error;
   repo = await createTestRepo();
   await loadSakila(db);
