@@ -16,6 +16,10 @@ export interface ActivityParams {
   /** Restore: the environment the backup came from (the activity's environment is the target). */
   source?: string;
   services?: string[];
+  /** Restore: what to restore inside some units (unit name → paths: files in a mount, databases). */
+  paths?: Record<string, string[]>;
+  /** Restore: mounts are restored in place (changed files only) instead of staged whole. */
+  inPlace?: boolean;
 }
 
 export type Activity = ActivityTable;

@@ -56,6 +56,7 @@ export interface RestorePreparation {
   backup: Backup;
   source: string;
   target: EnvironmentConfig;
+  selection: { only: string[]; paths: Record<string, string[]>; inPlace: boolean };
   plan: RestorePlanItem[];
 }
 
@@ -262,7 +263,14 @@ export class Project {
   }
 
   /** Checks everything a restore needs before anything is queued or touched. */
-  async prepareRestore(input: { backupId?: string; environment: string; target?: string; services?: string[] }): Promise<RestorePreparation> {
+  async prepareRestore(input: {
+    backupId?: string;
+    environment: string;
+    target?: string;
+    services?: string[];
+    paths?: Record<string, string[]>;
+    inPlace?: boolean;
+  }): Promise<RestorePreparation> {
     const backup = await this.resolveBackup(input.backupId, input.environment);
     const target = this.environment(input.target ?? backup.environment);
     if (backup.status === 'deleted') {
@@ -285,7 +293,8 @@ export class Project {
       });
     }
     const manifest = await repo.loadSnapshot(backup.snapshot_id);
-    return { backup, source: backup.environment, target, plan: planRestore(manifest, target, input.services ?? []) };
+    const selection = { only: input.services ?? [], paths: input.paths ?? {}, inPlace: input.inPlace === true };
+    return { backup, source: backup.environment, target, selection, plan: planRestore(manifest, target, selection) };
   }
 
   async startRestore(prep: RestorePreparation, options: StartOptions): Promise<Activity> {
@@ -293,7 +302,13 @@ export class Project {
     const activity = await createActivity(db, this.clock, {
       type: 'environment.restore',
       environment: prep.target.name,
-      params: { backupId: prep.backup.id, source: prep.source, services: prep.plan.map((p) => p.name) },
+      params: {
+        backupId: prep.backup.id,
+        source: prep.source,
+        services: prep.plan.map((p) => p.name),
+        ...(Object.keys(prep.selection.paths).length ? { paths: prep.selection.paths } : {}),
+        ...(prep.selection.inPlace ? { inPlace: true } : {}),
+      },
       workerPid: options.wait ? process.pid : null,
     });
     return this.dispatch(activity, options);
@@ -459,7 +474,7 @@ export class Project {
         const target = this.environment(activity.environment);
         await this.assertActive(target.name, 'restore onto');
         const manifest = await repo.loadSnapshot(backup.snapshot_id);
-        const plan = planRestore(manifest, target, params.services ?? []);
+        const plan = planRestore(manifest, target, { only: params.services ?? [], paths: params.paths ?? {}, inPlace: params.inPlace === true });
         run.log.info(`Restoring backup ${backup.id} of ${backup.environment} (created ${backup.created_at}) onto ${target.name}`);
         await runRestore(ctx, { target, plan });
         break;

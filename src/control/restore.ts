@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { BunkerError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import type { RestoreSession } from '../engines/engine.js';
+import type { RestoreOptions, RestoreSession } from '../engines/engine.js';
 import { findEngine } from '../engines/registry.js';
 import { holdTraffic as defaultHoldTraffic } from '../gateway/index.js';
 import type { HoldReport, TrafficHold } from '../gateway/types.js';
@@ -15,17 +15,38 @@ import { createEngine, forEachLimited, ProgressTracker, unitLabel, type Unit } f
 
 export interface RestorePlanItem extends Unit {
   artifact: ServiceArtifact;
+  /** What the unit's engine restores (a subset of paths, in place), from the request. */
+  options: RestoreOptions;
+}
+
+export interface RestoreSelection {
+  /** Only these services and mounts (default: all of the backup's). */
+  only?: readonly string[];
+  /** Per unit, only these paths inside it (a mount's files, an all-databases service's databases); names the unit too. */
+  paths?: Readonly<Record<string, readonly string[]>>;
+  /** Mounts: write only changed files, each in place, instead of staging a whole second copy. */
+  inPlace?: boolean;
 }
 
 /**
- * Which of the snapshot's units go where. `only` (service or mount names) narrows it. Throws
- * target_mismatch when the target lacks a unit or its type differs, not_found for an unknown name.
+ * Which of the snapshot's units go where, and with which options. Throws target_mismatch when the
+ * target lacks a unit or its type differs, not_found for an unknown name.
  */
-export function planRestore(manifest: SnapshotManifest, target: EnvironmentConfig, only: readonly string[] = []): RestorePlanItem[] {
+export function planRestore(manifest: SnapshotManifest, target: EnvironmentConfig, selection: RestoreSelection = {}): RestorePlanItem[] {
+  const paths = selection.paths ?? {};
+  // A unit named by --path is restored (only those paths of it) even without --service.
+  const only = [...new Set([...(selection.only ?? []), ...Object.keys(paths)])];
   const inBackup = [
     ...Object.keys(manifest.services).map((name) => ({ kind: 'services' as const, name })),
     ...Object.keys(manifest.mounts).map((name) => ({ kind: 'mounts' as const, name })),
   ];
+  for (const name of Object.keys(paths)) {
+    if (!inBackup.some((u) => u.name === name)) {
+      throw new BunkerError('not_found', `--path names "${name}", which the backup has no service or mount of`, {
+        hint: `Write --path UNIT:PATH with UNIT one of: ${inBackup.map((u) => u.name).join(', ') || 'nothing'}.`,
+      });
+    }
+  }
   for (const name of only) {
     if (!inBackup.some((u) => u.name === name)) {
       throw new BunkerError('not_found', `the backup has no service or mount named "${name}"`, {
@@ -49,7 +70,10 @@ export function planRestore(manifest: SnapshotManifest, target: EnvironmentConfi
       problems.push(`${noun} "${name}" is ${backupType} in the backup but ${config.type} in ${target.name}`);
       continue;
     }
-    plan.push({ kind, name, config, artifact });
+    const options: RestoreOptions = {};
+    if (paths[name]?.length) options.paths = [...paths[name]!];
+    if (selection.inPlace && kind === 'mounts') options.inPlace = true;
+    plan.push({ kind, name, config, artifact, options });
   }
   if (problems.length) {
     throw new BunkerError('target_mismatch', `cannot restore onto ${target.name}: ${problems.join('; ')}`, {
@@ -91,7 +115,7 @@ export async function runRestore(ctx: OperationContext, request: RestoreRequest)
           log: ctx.log,
           progress: (p) => tracker.report(i, p, item.name),
           signal: ctx.signal,
-          options: {},
+          options: item.options,
         },
         item.artifact,
       );

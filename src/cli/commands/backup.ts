@@ -184,21 +184,30 @@ export function registerBackupCommands(program: Command): void {
     .argument('[id]', 'the backup (default: the most recent restorable one)')
     .option('--target <environment>', 'restore onto this environment instead (services and mounts map by name)')
     .option('--service <name>', 'restore only this service or mount (repeatable)', collect)
+    .option('--path <unit:path>', "restore only this path of a mount, or this database of an all-databases service, e.g. uploads:img/2024 (repeatable)", collect)
+    .option('--in-place', 'mounts: write only the files that differ, each replaced atomically, instead of staging a whole copy beside the mount')
     .option('-W, --no-wait', 'return at once; a background worker runs the restore')
-    .action(async (id: string | undefined, opts: { target?: string; service?: string[]; wait: boolean }, command: Command) => {
+    .action(async (id: string | undefined, opts: { target?: string; service?: string[]; path?: string[]; inPlace?: boolean; wait: boolean }, command: Command) => {
       const cli = Cli.from(command);
       const project = cli.load();
       const environment = id ? undefined : cli.environment();
+      const paths = parseUnitPaths(opts.path ?? []);
       const prep = await project.prepareRestore({
         ...(id ? { backupId: id } : {}),
         environment: environment ?? '',
         ...(opts.target ? { target: opts.target } : {}),
         ...(opts.service ? { services: opts.service } : {}),
+        ...(Object.keys(paths).length ? { paths } : {}),
+        ...(opts.inPlace ? { inPlace: true } : {}),
       });
       const { backup, target, plan } = prep;
       cli.info(`Backup ${backup.id} of ${backup.environment}, created ${formatDate(backup.created_at)}${backup.safe ? '' : ' (live)'}`);
       cli.info(`This will overwrite, on environment ${target.name}:`);
-      for (const item of plan) cli.info(`  - ${unitLabel(item)}: ${describeTarget(item.config.config)}`);
+      for (const item of plan) {
+        const only = item.options.paths ? ` (only ${item.options.paths.join(', ')})` : '';
+        const how = item.options.inPlace ? ', in place' : '';
+        cli.info(`  - ${unitLabel(item)}: ${describeTarget(item.config.config)}${only}${how}`);
+      }
       if (target.hooks.post_restore) cli.info(`and then run its post_restore hook: ${target.hooks.post_restore}`);
       const question = `Restore onto ${target.name}${target.type === 'production' ? ' (a production environment)' : ''}?`;
       if (!(await cli.confirm(question, `bunker backup:restore ${backup.id}${opts.target ? ` --target ${opts.target}` : ''}`))) {
@@ -211,6 +220,21 @@ export function registerBackupCommands(program: Command): void {
       requireSuccess(activity, `the restore onto ${target.name}`);
       cli.info(`Restored backup ${backup.id} onto ${target.name}`);
     });
+}
+
+/** `--path uploads:img/a --path uploads:img/b` → { uploads: ['img/a', 'img/b'] }. */
+function parseUnitPaths(values: string[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const value of values) {
+    const colon = value.indexOf(':');
+    if (colon <= 0 || colon === value.length - 1) {
+      throw new BunkerError('usage', `--path ${JSON.stringify(value)} is not UNIT:PATH`, {
+        hint: 'Name the service or mount, a colon, then the path inside it: --path uploads:images/2024.',
+      });
+    }
+    (out[value.slice(0, colon)] ??= []).push(value.slice(colon + 1));
+  }
+  return out;
 }
 
 /** Where a unit lives, for the confirmation: its path or URL (password masked by the logger's redact). */
