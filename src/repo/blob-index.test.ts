@@ -38,4 +38,16 @@ describe('blob index', () => {
     expect(index.has('zz' + id.slice(2))).toBe(false);
     expect(() => index.add('xyz', { pack: 'a', type: 'data', offset: 0, length: 1, rawLength: 1 })).toThrow(/not a blob id/);
   });
+  it('keeps every entry across several row blocks and table growths', () => {
+    const index = new BlobIndex();
+    const ids: string[] = [];
+    for (let i = 0; i < 140_000; i++) {
+      const id = randomId();
+      ids.push(id);
+      index.add(id, { pack: `p${i >> 12}`, type: 'data', offset: i, length: 1, rawLength: i });
+    }
+    expect(index.size).toBe(140_000);
+    for (let i = 0; i < ids.length; i += 997) expect(index.get(ids[i]!)).toEqual({ pack: `p${i >> 12}`, type: 'data', offset: i, length: 1, rawLength: i });
+    expect(index.get(ids[139_999]!)?.rawLength).toBe(139_999);
+  });
 });
