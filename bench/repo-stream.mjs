@@ -62,6 +62,7 @@ function dirBytes(dir) {
 
 /** Runs a shell command under /usr/bin/time; returns wall seconds and peak RSS in MB. */
 function timed(label, command, env = {}) {
+  spawnSync('sync'); // earlier steps' dirty pages are written back before the clock starts, for every tool
   const r = spawnSync('/usr/bin/time', ['-f', '%e %M', 'bash', '-c', command], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
