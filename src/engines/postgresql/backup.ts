@@ -18,12 +18,11 @@ import {
   referencedRoles,
   type TableEntry,
 } from './catalog.js';
-import { clientConfig, toolEnv, type PgTarget } from './connection.js';
+import { clientConfig, literal, toolEnv, type PgTarget } from './connection.js';
 import { parallel, runTool } from './tools.js';
 import { copyTo } from './copy.js';
 import { FORMAT, type PgMeta, tableStreamKey, SCHEMA_STREAM, LARGE_OBJECTS_STREAM, partQuery, partsFor } from './format.js';
 
-const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 export class PgBackupSession implements BackupSession {
   private client: pg.Client | undefined;

@@ -7,7 +7,7 @@ import { redact } from '../../core/redact.js';
 import type { BackupContext, BackupSession, RestoreContext, RestoreSession } from '../engine.js';
 import type { ServiceArtifact, StreamRef } from '../../repo/types.js';
 import { PgBackupSession } from './backup.js';
-import { clientConfig, withDatabase, type PgTarget } from './connection.js';
+import { clientConfig, ident, literal, withDatabase, type PgTarget } from './connection.js';
 import { FORMAT, type PgMeta } from './format.js';
 import { LIST_SETTINGS, PgRestoreSession, splitSettingList, type PgRestoreOptions } from './restore.js';
 
@@ -123,8 +123,6 @@ export async function readRoles(client: pg.Client): Promise<RolesRecord> {
   };
 }
 
-const ident = (name: string) => `"${name.replace(/"/g, '""')}"`;
-const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 export class PgClusterBackupSession implements BackupSession {
   private client: pg.Client | undefined;

@@ -109,3 +109,8 @@ export function toolEnv(target: PgTarget, extra: Record<string, string> = {}): N
   env.PGAPPNAME ??= 'bunker';
   return { ...env, ...extra };
 }
+
+/** A quoted SQL identifier (for names that may need quoting: databases, roles). */
+export const ident = (name: string): string => `"${name.replace(/"/g, '""')}"`;
+/** A quoted SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1). */
+export const literal = (s: string): string => `'${s.replace(/'/g, "''")}'`;

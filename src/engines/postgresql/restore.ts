@@ -13,7 +13,7 @@ import { BunkerError, asBunkerError } from '../../core/errors.js';
 import { redact } from '../../core/redact.js';
 import type { RestoreContext, RestoreSession } from '../engine.js';
 import type { ServiceArtifact } from '../../repo/types.js';
-import { clientConfig, toolEnv, withDatabase, type PgTarget } from './connection.js';
+import { clientConfig, ident, literal, toolEnv, withDatabase, type PgTarget } from './connection.js';
 import { FORMAT, LARGE_OBJECTS_STREAM, SCHEMA_STREAM, tableStreamKey, type PgMeta } from './format.js';
 import { parallel, runTool } from './tools.js';
 import { copyFrom } from './copy.js';
@@ -57,8 +57,6 @@ export function splitSettingList(value: string): string[] {
   return out;
 }
 
-const ident = (name: string) => `"${name.replace(/"/g, '""')}"`;
-const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 export interface PgRestoreOptions {
   jobs: number;
