@@ -29,6 +29,8 @@ interface CodecAddon {
   sha256(parts: Uint8Array[]): Promise<string>;
   sealSync(keys: KeysHandle, data: Input, level: number): SealResult;
   openSync(keys: KeysHandle, sealed: Uint8Array, plainLength: number): OpenResult;
+  /** CRC-64/Jones (Redis's RDB and DUMP checksum) folded into state = [low, high] halves. */
+  crc64(state: Int32Array, data: Uint8Array): void;
 }
 
 /**
