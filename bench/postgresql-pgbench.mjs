@@ -30,7 +30,9 @@ const ctx = (extra) => ({ log: silentLogger, progress: () => {}, signal: new Abo
 const engineFor = (db) => {
   const stateDir = join(work, 'state');
   mkdirSync(stateDir, { recursive: true });
-  return postgresqlEngine.create('db', postgresqlEngine.configSchema.parse({ url: `${BASE}/${db}` }), { configDir: work, stateDir, log: silentLogger });
+  // JOBS= overrides the engine's connection count (default: twice the cores, at most 8).
+  const jobs = process.env.JOBS ? { jobs: Number(process.env.JOBS) } : {};
+  return postgresqlEngine.create('db', postgresqlEngine.configSchema.parse({ url: `${BASE}/${db}`, ...jobs }), { configDir: work, stateDir, log: silentLogger });
 };
 
 // Client-side CPU seconds of this process and the children it has reaped (pg_dump, psql, pg_restore):
