@@ -16,6 +16,33 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+describe('FsBackend pack reads through kept-open descriptors', () => {
+  const packName = (i: number) => `data/${String(i % 100).padStart(2, '0')}/pack-${i}`;
+  const body = (i: number) => Buffer.from(Array.from({ length: 4096 }, (_, k) => (i * 31 + k) & 0xff));
+
+  it('returns the right bytes for interleaved ranges of more packs than it keeps open, concurrently', async () => {
+    const n = 80; // over the 32 descriptors kept: evictions happen while reads are in flight
+    for (let i = 0; i < n; i++) await fsb.put(packName(i), body(i));
+    const reads: Promise<void>[] = [];
+    for (let round = 0; round < 5; round++) {
+      for (let i = 0; i < n; i++) {
+        const offset = (i * 97 + round * 401) % 4000;
+        reads.push(fsb.get(packName(i), { offset, length: 96 }).then((got) => expect(got.equals(body(i).subarray(offset, offset + 96))).toBe(true)));
+      }
+    }
+    await Promise.all(reads);
+  });
+
+  it('reports a deleted pack as missing and a range past its end as corrupt', async () => {
+    await fsb.put('data/aa/p1', body(1));
+    expect((await fsb.get('data/aa/p1', { offset: 0, length: 10 })).equals(body(1).subarray(0, 10))).toBe(true);
+    await fsb.delete('data/aa/p1');
+    await expect(fsb.get('data/aa/p1', { offset: 0, length: 10 })).rejects.toSatisfy(isNotFound);
+    await fsb.put('data/aa/p2', body(2));
+    await expect(fsb.get('data/aa/p2', { offset: 4000, length: 200 })).rejects.toThrow(/shorter than the 4200 bytes expected/);
+  });
+});
+
 describe('FsBackend contract', () => {
   it('put then get, ranges, stat and list', async () => {
     await fsb.put('data/ab/abc', Buffer.from('hello world'));

@@ -2,16 +2,33 @@
 // target directory, fsyncs it, renames it over the final name and fsyncs the directory, so a crash never
 // leaves a partial object under its final name (only a `.tmp-*` file that list() ignores).
 import { randomBytes } from 'node:crypto';
-import { constants, promises as fs } from 'node:fs';
+import { close as closeFd, constants, fstat as fstatFd, open as openFd, promises as fs, read as readFd } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { BunkerError } from '../core/index.js';
 import { assertObjectName, notFoundError, type ByteRange, type ObjectInfo, type StorageBackend } from './backend.js';
 
 const TEMP_PREFIX = '.tmp-';
+/**
+ * Packs (`data/…`, named by their content, never rewritten) are read in many small ranges by a
+ * restore; their descriptors are kept open, this many at most, instead of an open/fstat/close per range.
+ */
+const OPEN_PACKS = 32;
+
+interface OpenPack {
+  file: Promise<{ fd: number; size: number }>;
+  /** Reads in progress: the descriptor is closed only when none is (a closed number could be reused). */
+  users: number;
+  /** Evicted or deleted while in use: close when the last user is done. */
+  retired: boolean;
+}
+
+const isPack = (name: string) => name.startsWith('data/');
 
 export class FsBackend implements StorageBackend {
   readonly location: string;
   private readonly knownDirs = new Set<string>();
+  /** Open pack descriptors, least recently used first (Map iteration order). */
+  private readonly packs = new Map<string, OpenPack>();
 
   constructor(private readonly root: string) {
     this.location = root;
@@ -70,6 +87,7 @@ export class FsBackend implements StorageBackend {
   }
 
   async get(name: string, range?: ByteRange): Promise<Buffer> {
+    if (range && isPack(name)) return this.getPackRange(name, range);
     const path = this.path(name);
     let handle: fs.FileHandle;
     try {
@@ -102,6 +120,73 @@ export class FsBackend implements StorageBackend {
     } finally {
       await handle.close();
     }
+  }
+
+  private async getPackRange(name: string, range: ByteRange): Promise<Buffer> {
+    let pack = this.packs.get(name);
+    if (pack) {
+      this.packs.delete(name); // re-inserted below: most recently used last
+    } else {
+      const path = this.path(name);
+      pack = {
+        users: 0,
+        retired: false,
+        file: new Promise((resolve, reject) =>
+          openFd(path, 'r', (err, fd) => {
+            if (err) return reject(err);
+            fstatFd(fd, (err2, st) => (err2 ? (closeFd(fd, () => {}), reject(err2)) : resolve({ fd, size: st.size })));
+          }),
+        ),
+      };
+    }
+    this.packs.set(name, pack);
+    pack.users++;
+    this.evictPacks();
+    try {
+      let file: { fd: number; size: number };
+      try {
+        file = await pack.file;
+      } catch (err) {
+        if (this.packs.get(name) === pack) this.packs.delete(name);
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFoundError(this.location, name);
+        throw this.fail('reading', name, err);
+      }
+      const { offset, length } = range;
+      if (offset < 0 || length < 0 || offset + length > file.size) {
+        throw new BunkerError('corrupt', `object ${name} is ${file.size} bytes, shorter than the ${offset + length} bytes expected (truncated?)`, {
+          hint: 'Run `bunker repo:check` to find what is damaged.',
+          details: { name },
+        });
+      }
+      const out = Buffer.allocUnsafe(length);
+      let done = 0;
+      while (done < length) {
+        const n = await new Promise<number>((resolve, reject) =>
+          readFd(file.fd, out, done, length - done, offset + done, (err, bytesRead) => (err ? reject(this.fail('reading', name, err)) : resolve(bytesRead))),
+        );
+        if (n === 0) throw new BunkerError('corrupt', `object ${name} shrank while being read`, { details: { name } });
+        done += n;
+      }
+      return out;
+    } finally {
+      pack.users--;
+      if (pack.retired) this.closePack(pack);
+    }
+  }
+
+  /** Retires the least recently used packs beyond OPEN_PACKS. */
+  private evictPacks(): void {
+    for (const [name, pack] of this.packs) {
+      if (this.packs.size <= OPEN_PACKS) return;
+      this.packs.delete(name);
+      pack.retired = true;
+      this.closePack(pack);
+    }
+  }
+
+  private closePack(pack: OpenPack): void {
+    if (pack.users > 0) return;
+    pack.file.then(({ fd }) => closeFd(fd, () => {}), () => {});
   }
 
   async stat(name: string): Promise<ObjectInfo | null> {
@@ -143,6 +228,12 @@ export class FsBackend implements StorageBackend {
   }
 
   async delete(name: string): Promise<void> {
+    const pack = this.packs.get(name);
+    if (pack) {
+      this.packs.delete(name);
+      pack.retired = true;
+      this.closePack(pack);
+    }
     try {
       await fs.rm(this.path(name), { force: true });
     } catch (err) {
