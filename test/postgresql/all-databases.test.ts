@@ -41,7 +41,7 @@ describe('postgresql engine: databases: all', () => {
    * The backup reads every database on the server. Another engineer's test may drop or swap its own
    * database while ours runs, which fails our backup with that database's name; only then, retry.
    */
-  const backupAll = async (afterPin?: () => Promise<void>): Promise<ServiceArtifact> => {
+  const backupAll = async (afterPin?: () => Promise<void>, beforeRetry?: () => Promise<void>): Promise<ServiceArtifact> => {
     for (let attempt = 1; ; attempt++) {
       const session = await allEngine().openBackup({ ...ctx(), mode: 'live' });
       try {
@@ -54,6 +54,7 @@ describe('postgresql engine: databases: all', () => {
         const foreign = /database (\S+):/.exec(msg)?.[1];
         if (attempt >= 4 || !foreign || mine.some((d) => msg.includes(`database ${d}:`))) throw err;
         logs.push(`retrying the backup: ${msg}`);
+        await beforeRetry?.();
       } finally {
         await session.close();
       }
@@ -82,10 +83,18 @@ describe('postgresql engine: databases: all', () => {
     before = {};
     for (const db of mine) before[db] = await fingerprint(db);
     // Rows written after the pin, in two databases, must be in neither backed-up copy.
-    artifact = await backupAll(async () => {
-      await sql(dbA, `INSERT INTO plain VALUES (1000)`);
-      await sql(dbC, `INSERT INTO "x y" VALUES ('late')`);
-    });
+    artifact = await backupAll(
+      async () => {
+        await sql(dbA, `INSERT INTO plain VALUES (1000)`);
+        await sql(dbC, `INSERT INTO "x y" VALUES ('late')`);
+      },
+      // A retry pins again: what the failed attempt wrote after its pin goes first, so the rows are
+      // again written after the pin (and the insert does not collide with its earlier self).
+      async () => {
+        await sql(dbA, `DELETE FROM plain WHERE id = 1000`);
+        await sql(dbC, `DELETE FROM "x y" WHERE a = 'late'`);
+      },
+    );
     await store.repo.flush();
   }, 600_000);
 
