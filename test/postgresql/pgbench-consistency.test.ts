@@ -35,8 +35,8 @@ describe('postgresql engine: backup under pgbench writes', () => {
   it('keeps the pgbench invariant in the restored copy', async () => {
     store = await createTestRepo();
     await createDb(source);
-    // Scale 6: pgbench_accounts (~78 MB) is over one part, so it is copied as parallel ctid ranges.
-    await run(PGBENCH, ['-i', '-q', '-s', '6', source], { env: TOOL_ENV });
+    // Scale 22: pgbench_accounts (~290 MB) is over one part (256 MiB), so it is copied as parallel ctid ranges.
+    await run(PGBENCH, ['-i', '-q', '-s', '22', source], { env: TOOL_ENV });
     const bench = spawn(PGBENCH, ['-c', '4', '-j', '2', '-T', '120', '-n', source], { env: TOOL_ENV, stdio: 'ignore' });
     let parts = 0;
     try {
@@ -55,7 +55,7 @@ describe('postgresql engine: backup under pgbench writes', () => {
     }
     expect(parts).toBeGreaterThanOrEqual(2);
     const accounts = await sql(copy, 'SELECT count(*)::int AS n, count(DISTINCT aid)::int AS d FROM pgbench_accounts');
-    expect(accounts.rows[0]).toEqual({ n: 600_000, d: 600_000 });
+    expect(accounts.rows[0]).toEqual({ n: 2_200_000, d: 2_200_000 });
     const restored = await invariant(copy);
     const live = await invariant(source);
     expect(restored.transactions).toBeGreaterThan(0);
