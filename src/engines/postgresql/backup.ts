@@ -18,7 +18,7 @@ import {
   referencedRoles,
   type TableEntry,
 } from './catalog.js';
-import { clientConfig, literal, toolEnv, type PgTarget } from './connection.js';
+import { clientConfig, connect, literal, toolEnv, type PgTarget } from './connection.js';
 import { parallel, runTool } from './tools.js';
 import { copyTo } from './copy.js';
 import { FORMAT, type PgMeta, tableStreamKey, SCHEMA_STREAM, LARGE_OBJECTS_STREAM, partQuery, partsFor } from './format.js';
@@ -36,17 +36,7 @@ export class PgBackupSession implements BackupSession {
   ) {}
 
   async prepare(): Promise<void> {
-    const client = new pg.Client(clientConfig(this.target));
-    client.on('error', () => {}); // a dropped connection surfaces on the next query
-    try {
-      await client.connect();
-    } catch (err) {
-      throw new BunkerError('unreachable', `cannot connect to PostgreSQL at ${this.target.display}: ${(err as Error).message}`, {
-        cause: err,
-        hint: 'Check that the server is running and the url (host, port, user, database) is right.',
-      });
-    }
-    this.client = client;
+    this.client = await connect(this.target);
   }
 
   async pin(): Promise<void> {

@@ -7,7 +7,7 @@ import { redact } from '../../core/redact.js';
 import type { BackupContext, BackupSession, RestoreContext, RestoreSession } from '../engine.js';
 import type { ServiceArtifact, StreamRef } from '../../repo/types.js';
 import { PgBackupSession } from './backup.js';
-import { clientConfig, ident, literal, withDatabase, type PgTarget } from './connection.js';
+import { connect, ident, literal, withDatabase, type PgTarget } from './connection.js';
 import { FORMAT, type PgMeta } from './format.js';
 import { LIST_SETTINGS, PgRestoreSession, splitSettingList, type PgRestoreOptions } from './restore.js';
 
@@ -60,21 +60,6 @@ function inDatabase(database: string, err: unknown): BunkerError {
   const e = asBunkerError(err, 'engine');
   if (e.message.includes(`database ${database}:`)) return e;
   return new BunkerError(e.code, `database ${database}: ${e.message}`, { cause: e.cause ?? err, hint: e.hint, details: e.details });
-}
-
-async function connect(target: PgTarget): Promise<pg.Client> {
-  const client = new pg.Client(clientConfig(target));
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    return client;
-  } catch (err) {
-    await client.end().catch(() => {});
-    throw new BunkerError('unreachable', `cannot connect to PostgreSQL at ${target.display}: ${(err as Error).message}`, {
-      cause: err,
-      hint: 'Check that the server is running and the url (host, port, user, database) is right.',
-    });
-  }
 }
 
 /** Every database that can hold data: not the templates, not Bunker's own transient copies. */

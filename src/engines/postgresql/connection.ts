@@ -1,6 +1,7 @@
 // How the engine reaches a server: one parsed URL turned into pg client options (for our own
 // connections) and libpq environment variables (for pg_dump/pg_restore/psql), so the password never
 // appears on a command line, in `ps`, in logs or in errors.
+import pg from 'pg';
 import { BunkerError } from '../../core/errors.js';
 import { redactUrl } from '../../core/redact.js';
 
@@ -114,3 +115,19 @@ export function toolEnv(target: PgTarget, extra: Record<string, string> = {}): N
 export const ident = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 /** A quoted SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1). */
 export const literal = (s: string): string => `'${s.replace(/'/g, "''")}'`;
+
+/** A connected client; a server that can't be reached is an `unreachable` error naming it (never the password). */
+export async function connect(target: PgTarget): Promise<pg.Client> {
+  const client = new pg.Client(clientConfig(target));
+  client.on('error', () => {}); // a dropped connection surfaces on the next query
+  try {
+    await client.connect();
+    return client;
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw new BunkerError('unreachable', `cannot connect to PostgreSQL at ${target.display}: ${(err as Error).message}`, {
+      cause: err,
+      hint: 'Check that the server is running and the url (host, port, user, database) is right.',
+    });
+  }
+}
