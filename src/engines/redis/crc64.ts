@@ -1,6 +1,6 @@
 // CRC-64/Jones (reflected, poly 0xad93d23594c935a9, init 0), the checksum Redis puts after every RDB
 // file and every DUMP/RESTORE payload. Long inputs (a backup's whole RDB, in blocks) go to the C addon
-// (slice-by-8 on 64-bit words, native/bunker-codec.c); short ones (RESTORE payloads, mostly tiny) stay
+// (slice-by-16 on 64-bit words, native/bunker-codec.c); short ones (RESTORE payloads, mostly tiny) stay
 // in JavaScript, where a call into the addon would cost more than the CRC. JavaScript has no fast
 // 64-bit integers, so there the CRC is kept as two 32-bit halves.
 import { codecAddon } from '../../repo/native-codec.js';
@@ -42,11 +42,12 @@ for (let k = 1; k < 8; k++) {
 const NATIVE_MIN = 4096;
 
 /**
- * Slice-by-8 with byte loads from data[i, end), then the last bytes one by one; leaves the result in
- * STATE_HI/STATE_LO.
+ * Slice-by-8 with byte loads, then the last bytes one by one; leaves the result in STATE_HI/STATE_LO.
  */
-function narrow(data: Uint8Array, i: number, end: number, hi: number, lo: number): void {
-  const end8 = end - ((end - i) % 8);
+function narrow(data: Uint8Array, hi: number, lo: number): void {
+  const end = data.length;
+  let i = 0;
+  const end8 = end - (end % 8);
   while (i < end8) {
     const l = lo ^ (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24));
     const h = hi ^ (data[i + 4]! | (data[i + 5]! << 8) | (data[i + 6]! << 16) | (data[i + 7]! << 24));
@@ -85,7 +86,7 @@ export class Crc64 {
 
   update(data: Uint8Array): this {
     if (data.length < NATIVE_MIN) {
-      narrow(data, 0, data.length, this.hi, this.lo);
+      narrow(data, this.hi, this.lo);
       this.hi = STATE_HI >>> 0;
       this.lo = STATE_LO >>> 0;
     } else {
