@@ -64,7 +64,7 @@ interface PackHeader {
  * costs more memory than the blob itself. Larger blobs are kept as they are (no copy).
  */
 class PackBuilder {
-  parts: Buffer[] = [];
+  private parts: Buffer[] = [];
   size = 0;
   blobs: BlobRow[] = [];
   private segment: Buffer | null = null;

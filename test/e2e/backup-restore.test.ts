@@ -2,7 +2,7 @@
 // restore onto the same environment, onto another (--target), partially (--service, --path), in place, the refusals
 // (missing or different target units, unknown ids, deleted backups, no -y without a terminal), delete,
 // activities, repo:check and repo:stats. The tests run in order on one project.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliProject, ensureBuilt, twoEnvironmentConfig } from '../helpers/cli.js';
 import { backupName, readRows, readUploads, seed } from './fixture.js';
@@ -177,7 +177,6 @@ describe('backup and restore', () => {
     expect({ ...after, 'docs/doc-1.txt': '' }).toEqual({ ...before, 'docs/doc-1.txt': '' }); // nothing else changed
 
     // In place: the mount ends up equal to the backup; an unchanged file keeps its inode (not rewritten).
-    const { statSync } = await import('node:fs');
     const doc1 = p.path('staging/uploads/docs/doc-1.txt');
     const inode = statSync(doc1).ino;
     const inPlace = await ok(['backup:restore', first, '--target', 'staging', '--service', 'uploads', '--in-place', '-y']);
