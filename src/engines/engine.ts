@@ -89,6 +89,14 @@ export interface Engine {
   probe(): Promise<ProbeResult>;
   openBackup(ctx: BackupContext): Promise<BackupSession>;
   openRestore(ctx: RestoreContext, artifact: ServiceArtifact): Promise<RestoreSession>;
+  /**
+   * Finishes or undoes a restore into this target whose process was killed, for engines whose commit
+   * is not one atomic step: afterwards the target is wholly old or wholly new and nothing of the
+   * interrupted restore is left beside it. Idempotent, and cheap when there is nothing to do. Every
+   * restore's stage() does this itself; the control plane also calls it before backing up an
+   * environment whose last restore failed, so a backup never captures a half-committed target.
+   */
+  recover?(): Promise<void>;
 }
 
 export interface EngineDescriptor<C = unknown> {

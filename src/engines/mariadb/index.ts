@@ -71,6 +71,11 @@ export const mariadbEngine: EngineDescriptor<MariadbConfig> = {
       async openRestore(ctx, artifact) {
         return new MariadbRestore(target, jobs, ctx, artifact);
       },
+      // A restore killed after its point of no return has new tables but not yet their triggers,
+      // routines, views and events: roll it forward (or drop the shadow of one killed earlier).
+      recover() {
+        return recoverTarget(target, env.log);
+      },
     };
   },
 };
