@@ -15,6 +15,8 @@ export type { KdfStrength } from './key-slots.js';
 
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 export const DEFAULT_COMPRESSION_LEVEL = 3;
+/** Format of new repositories; format 1 (packs named by the hash of their whole bytes) is still read and written. */
+export const FORMAT_VERSION = 2;
 
 export interface InitOptions extends RepositoryOptions {
   storage: StorageBackend;
@@ -53,7 +55,7 @@ export async function initRepository(options: InitOptions): Promise<Repository &
   const chunker = options.chunkSizes ?? DEFAULT_CHUNK_SIZES;
   validateChunkSizes(chunker);
   const config: RepoConfig = {
-    version: 1,
+    version: FORMAT_VERSION,
     id: newId(),
     created: new Date().toISOString(),
     chunker,
@@ -82,8 +84,11 @@ async function unlock(storage: StorageBackend, password: string): Promise<{ keys
     config = JSON.parse(plain.toString('utf8')) as RepoConfig;
     return true;
   });
-  if (!config || config.version !== 1) {
-    throw new BunkerError('corrupt', `the repository config at ${storage.location} has an unknown format`, { details: { object: CONFIG_NAME } });
+  if (!config || (config.version !== 1 && config.version !== 2)) {
+    throw new BunkerError('corrupt', `the repository at ${storage.location} has format version ${String(config?.version)}, which this Bunker does not know`, {
+      hint: 'It was probably created by a newer Bunker: upgrade Bunker to open it.',
+      details: { object: CONFIG_NAME },
+    });
   }
   validateChunkSizes(config.chunker);
   return { ...unlocked, config };

@@ -25,7 +25,8 @@ import type {
 
 
 export interface RepoConfig {
-  version: 1;
+  /** 1: packs named by the SHA-256 of the whole pack; 2: by the SHA-256 of their tail (sealed header and trailer). */
+  version: 1 | 2;
   id: string;
   created: string;
   chunker: ChunkSizes;
@@ -309,7 +310,7 @@ export class BunkerRepository implements Repository {
     PACK_MAGIC.copy(trailer, 4);
     // Written in parts: no 16 MiB copy of the pack.
     const parts = [...builder.takeParts(), sealedHeader, trailer];
-    const id = await this.codec.sha256(parts);
+    const id = this.config.version === 1 ? await this.codec.sha256(parts) : sha256([sealedHeader, trailer]);
     await this.storage.put(packName(id), parts);
     this.totals.storedBytes += parts.reduce((n, p) => n + p.length, 0);
     const record: PackRecord = { id, type: builder.type, blobs: builder.blobs };
@@ -672,7 +673,7 @@ export class BunkerRepository implements Repository {
         continue;
       }
       try {
-        const header = await this.readPackHeader(name, size);
+        const header = await this.readPackHeader(packId, size);
         headers.set(packId, header);
         const inHeader = new Map(header.blobs.map((row) => [row[0], row]));
         for (const [id, offset, length] of record.blobs) {
@@ -736,7 +737,9 @@ export class BunkerRepository implements Repository {
         const name = packName(packId);
         try {
           const body = await this.storage.get(name);
-          if (sha256(body) !== packId) errors.push(`pack ${name} does not match its name (damaged)`);
+          // Format 2 names a pack by its tail only, checked with the header above: its body is covered
+          // by the blobs (the header tiles it), each authenticated by its GCM tag when opened below.
+          if (this.config.version === 1 && sha256(body) !== packId) errors.push(`pack ${name} does not match its name (damaged)`);
           const blobs = await Promise.all(
             headers.get(packId)!.blobs.map(async ([id, offset, length, rawLength]) => {
               const what = `blob ${id} in pack ${name}`;
@@ -760,19 +763,34 @@ export class BunkerRepository implements Repository {
     return result;
   }
 
-  private async readPackHeader(name: string, size: number): Promise<PackHeader> {
+  /** Reads and checks a pack's header; in format 2 also its name (the hash of the tail) and that its blobs tile the body. */
+  private async readPackHeader(packId: string, size: number): Promise<PackHeader> {
+    const name = packName(packId);
     if (size < PACK_TRAILER + 29) throw corrupt(`pack ${name} is too short (${size} bytes)`, name);
     const trailer = await this.storage.get(name, { offset: size - PACK_TRAILER, length: PACK_TRAILER });
     if (!trailer.subarray(4).equals(PACK_MAGIC)) throw corrupt(`pack ${name} does not end with a pack trailer (truncated?)`, name);
     const headerLength = trailer.readUInt32LE(0);
     if (headerLength + PACK_TRAILER > size) throw corrupt(`pack ${name} header length is beyond the pack (truncated?)`, name);
     const tail = await this.storage.get(name, { offset: size - PACK_TRAILER - headerLength, length: headerLength });
+    if (this.config.version !== 1 && sha256([tail, trailer]) !== packId) throw corrupt(`pack ${name} header does not match its name (damaged)`, name);
+    let header: PackHeader;
     try {
-      return parsePackHeader(this.keys.encKey, name, tail, size);
+      header = parsePackHeader(this.keys.encKey, name, tail, size);
     } catch (err) {
       if (err instanceof SyntaxError) throw corrupt(`pack ${name} header is not valid`, name);
       throw err;
     }
+    if (this.config.version !== 1) {
+      // Every body byte must belong to exactly one blob, so that opening every blob (check --read-data)
+      // authenticates the whole body: no gap or overlap where damage could hide.
+      let end = 0;
+      for (const [id, offset, length] of [...header.blobs].sort((a, b) => a[1] - b[1])) {
+        if (offset !== end) throw corrupt(`pack ${name} header leaves a gap or overlap before blob ${id}`, name);
+        end = offset + length;
+      }
+      if (end !== size - PACK_TRAILER - headerLength) throw corrupt(`pack ${name} header does not cover the pack body`, name);
+    }
+    return header;
   }
 
   async repoStats(): Promise<RepoStats> {

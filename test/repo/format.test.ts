@@ -1,0 +1,119 @@
+// Format versions: new repositories (format 2) name a pack by the SHA-256 of its tail (sealed header and
+// trailer) and rely on the header tiling the body plus each blob's GCM tag; a format 1 repository (packs
+// named by the hash of all their bytes; fixture written by the format 1 code) stays readable, writable and
+// checkable with its own naming.
+import { createHash, randomBytes } from 'node:crypto';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { initRepository, openRepository } from '../../src/repo/index.js';
+import { PACK_TRAILER } from '../../src/repo/repository.js';
+import type { SnapshotManifest, StreamRef } from '../../src/repo/types.js';
+import { FsBackend } from '../../src/storage/index.js';
+
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+let dir: string | undefined;
+afterEach(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+function manifest(streams: Record<string, StreamRef>): SnapshotManifest {
+  return { version: 1, time: new Date().toISOString(), tags: {}, mounts: {}, services: { s: { engine: 'command', format: 1, streams, trees: {}, meta: {}, size: 0, warnings: [] } } };
+}
+
+async function packFiles(storage: FsBackend): Promise<{ name: string; id: string; bytes: Buffer }[]> {
+  const out = [];
+  for (const o of await storage.list('data/')) out.push({ name: o.name, id: o.name.split('/').pop()!, bytes: await readFile(join(dir!, o.name)) });
+  return out;
+}
+
+/** The pack's tail: sealed header ‖ trailer. */
+function tail(pack: Buffer): Buffer {
+  return pack.subarray(pack.length - PACK_TRAILER - pack.readUInt32LE(pack.length - PACK_TRAILER));
+}
+
+describe('format 2', () => {
+  it('names packs by the hash of their tail, and check catches bytes no blob covers', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bunker-format2-'));
+    const storage = new FsBackend(dir);
+    const repo = await initRepository({ storage, password: 'p', kdf: 'fast', chunkSizes: { min: 4096, avg: 16384, max: 65536 }, packSize: 64 * 1024 });
+    const data = randomBytes(200 * 1024);
+    const ref = await repo.storeBuffer(data);
+    await repo.saveSnapshot(manifest({ data: ref }));
+    await repo.close();
+    const packs = await packFiles(storage);
+    expect(packs.length).toBeGreaterThan(1);
+    for (const p of packs) {
+      expect(sha256(tail(p.bytes))).toBe(p.id);
+      expect(sha256(p.bytes)).not.toBe(p.id);
+    }
+
+    // A fresh backend per check: FsBackend caches pack descriptors, and packs are never rewritten in use.
+    const check = async () => {
+      const r = await openRepository({ storage: new FsBackend(dir!), password: 'p' });
+      try {
+        return await r.check({ readData: true });
+      } finally {
+        await r.close();
+      }
+    };
+    expect((await check()).ok).toBe(true);
+    // Junk between the body and the header: the tail (hence the name) and every blob are intact, so
+    // only the rule that the header's blobs tile the body finds it.
+    const p = packs[0]!;
+    const t = tail(p.bytes);
+    await writeFile(join(dir, p.name), Buffer.concat([p.bytes.subarray(0, p.bytes.length - t.length), Buffer.from('junk'), t]));
+    const result = await check();
+    expect(result.ok).toBe(false);
+    expect(result.errors.join('\n')).toContain('does not cover the pack body');
+    await writeFile(join(dir, p.name), p.bytes);
+    // A flipped bit in the body fails that blob's authentication; one in the tail fails the name.
+    for (const at of [10, p.bytes.length - t.length + 20]) {
+      const damaged = Buffer.from(p.bytes);
+      damaged[at]! ^= 4;
+      await writeFile(join(dir, p.name), damaged);
+      expect((await check()).ok).toBe(false);
+    }
+    await writeFile(join(dir, p.name), p.bytes);
+    expect((await check()).ok).toBe(true);
+  });
+});
+
+describe('format 1', () => {
+  it('stays readable, writable (packs still named by their whole hash) and checkable', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bunker-format1-'));
+    await cp(join(import.meta.dirname, 'fixtures/format-1'), dir, { recursive: true });
+    const storage = new FsBackend(dir);
+    const repo = await openRepository({ storage, password: 'format-1-fixture' });
+    expect(repo.config.version).toBe(1);
+    const [snapshot] = await repo.listSnapshots();
+    const m = await repo.loadSnapshot(snapshot!.id);
+    const { bin, text } = m.services.s!.streams;
+    expect(sha256(await repo.readBuffer(bin!))).toBe('6576be4c5cb9bd0e34a723ec2d975ede0f31664f27638c1128f7068707f86818');
+    expect(sha256(await repo.readBuffer(text!))).toBe('70027bbfe88345374430a4e2382ab9a798067851f811977c052c565209d7ba44');
+    expect((await repo.check({ readData: true })).ok).toBe(true);
+
+    const before = new Set((await storage.list('data/')).map((o) => o.name));
+    const more = randomBytes(150 * 1024);
+    const ref = await repo.storeBuffer(more);
+    await repo.saveSnapshot(manifest({ more: ref }));
+    const added = (await packFiles(storage)).filter((p) => !before.has(p.name));
+    expect(added.length).toBeGreaterThan(0);
+    for (const p of added) expect(sha256(p.bytes)).toBe(p.id);
+    expect((await repo.readBuffer(ref)).equals(more)).toBe(true);
+    expect((await repo.check({ readData: true })).ok).toBe(true);
+
+    // Format 1 has no tiling rule: the whole-pack hash is what catches bytes no blob covers.
+    const p = added[0]!;
+    const t = tail(p.bytes);
+    await writeFile(join(dir, p.name), Buffer.concat([p.bytes.subarray(0, p.bytes.length - t.length), Buffer.from('junk'), t]));
+    await repo.close();
+    const fresh = await openRepository({ storage: new FsBackend(dir), password: 'format-1-fixture' });
+    const result = await fresh.check({ readData: true });
+    await fresh.close();
+    expect(result.ok).toBe(false);
+    expect(result.errors.join('\n')).toContain('does not match its name');
+  });
+});
