@@ -192,7 +192,7 @@ export async function readSchema(conn: Connection, db: string): Promise<Database
       kind: 'trigger',
       name: str(tr.name),
       table: str(tr.tbl),
-      create: str(r?.['SQL Original Statement']),
+      create: unqualifiedTrigger(str(r?.['SQL Original Statement'])),
       sqlMode: str(r?.sql_mode),
       charsetClient: str(r?.character_set_client),
       collationConnection: str(r?.collation_connection),
@@ -212,6 +212,42 @@ export async function readSchema(conn: Connection, db: string): Promise<Database
     });
   }
   return { charset: str(dbRow?.cs), collation: str(dbRow?.coll), tables, sequences, objects };
+}
+
+/**
+ * The trigger's CREATE statement as the user typed it (SHOW CREATE TRIGGER keeps that text), minus any
+ * database qualifier on the trigger's and the table's names: `CREATE TRIGGER app.t ... ON app.orders`
+ * replayed into the shadow database would otherwise create the trigger in the live target. Only the
+ * header up to FOR EACH ROW is read; the body is left as written.
+ */
+export function unqualifiedTrigger(statement: string): string {
+  // Tokens of the header: `quoted` identifiers, 'strings', words, and single characters; comments skipped.
+  const token = /\s+|\/\*[\s\S]*?\*\/|--[^\n]*|#[^\n]*|`(?:[^`]|``)*`|'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|[A-Za-z0-9_$\u0080-\uffff]+|./gy;
+  const tokens: { text: string; at: number }[] = [];
+  let m: RegExpExecArray | null;
+  while ((m = token.exec(statement)) !== null) {
+    const text = m[0];
+    if (/^(\s|\/\*|--|#)/.test(text)) continue;
+    tokens.push({ text, at: m.index });
+    const n = tokens.length;
+    if (n >= 3 && /^FOR$/i.test(tokens[n - 3]!.text) && /^EACH$/i.test(tokens[n - 2]!.text) && /^ROW$/i.test(text)) break;
+  }
+  const word = (i: number, w: string) => tokens[i] !== undefined && tokens[i]!.text.toUpperCase() === w;
+  // Cuts [from, to) out of the statement, later cuts first so earlier offsets stay valid.
+  const cuts: [number, number][] = [];
+  const dropQualifier = (i: number) => {
+    if (tokens[i + 1]?.text === '.' && tokens[i + 2]) cuts.push([tokens[i]!.at, tokens[i + 2]!.at]);
+  };
+  const trigger = tokens.findIndex((t) => t.text.toUpperCase() === 'TRIGGER');
+  if (trigger < 0) return statement;
+  let name = trigger + 1;
+  if (word(name, 'IF') && word(name + 1, 'NOT') && word(name + 2, 'EXISTS')) name += 3;
+  dropQualifier(name);
+  const on = tokens.findIndex((t, i) => i > name && t.text.toUpperCase() === 'ON');
+  if (on >= 0) dropQualifier(on + 1);
+  let out = statement;
+  for (const [from, to] of cuts.reverse()) out = out.slice(0, from) + out.slice(to);
+  return out;
 }
 
 /** Replaces (or removes) the AUTO_INCREMENT= table option in a CREATE TABLE statement. */
