@@ -43,6 +43,8 @@ export interface BackupRequest {
   backupId: string;
   environment: EnvironmentConfig;
   live: boolean;
+  /** The environment's last restore failed (maybe killed mid-commit): let each engine finish or undo it first. */
+  recoverInterruptedRestore?: boolean;
 }
 
 export interface BackupOutcome {
@@ -86,6 +88,8 @@ export async function runBackup(ctx: OperationContext, request: BackupRequest): 
     .set({ status: 'in_progress', updated_at: now })
     .where('id', '=', request.backupId)
     .execute();
+
+  if (request.recoverInterruptedRestore) await recoverInterruptedRestore(ctx, env, units);
 
   // The handle may have written before (one process can run several activities): count this backup only.
   const storedBefore = ctx.repo.stats().storedBytes;
@@ -161,6 +165,20 @@ export async function runBackup(ctx: OperationContext, request: BackupRequest): 
   const size = artifacts.reduce((sum, a) => sum + a.size, 0);
   const stored = ctx.repo.stats().storedBytes - storedBefore;
   return { snapshotId, size, stored, pauseMs: report === null ? null : Math.round((report as HoldReport).pauseMs), summary };
+}
+
+/**
+ * Lets every engine that can be left mid-commit by a killed restore finish or undo it, so the backup
+ * captures the target wholly old or wholly new. A failure here fails the backup: better no backup
+ * than one of a half-restored database.
+ */
+async function recoverInterruptedRestore(ctx: OperationContext, env: EnvironmentConfig, units: Unit[]): Promise<void> {
+  for (const unit of units) {
+    const engine = createEngine(ctx.config, env, unit, ctx.log);
+    if (!engine.recover) continue;
+    ctx.log.info(`${unitLabel(unit)}: checking for an interrupted restore (the last restore of ${env.name} failed)`);
+    await engine.recover();
+  }
 }
 
 /**

@@ -448,7 +448,20 @@ export class Project {
       case 'environment.backup': {
         const env = this.environment(activity.environment);
         await this.assertActive(env.name, 'back up');
-        const outcome = await runBackup(ctx, { backupId: params.backupId!, environment: env, live: params.live === true });
+        const lastRestore = await db
+          .selectFrom('activities')
+          .select('result')
+          .where('environment', '=', env.name)
+          .where('type', '=', 'environment.restore')
+          .where('state', '=', 'complete')
+          .orderBy('completed_at', 'desc')
+          .executeTakeFirst();
+        const outcome = await runBackup(ctx, {
+          backupId: params.backupId!,
+          environment: env,
+          live: params.live === true,
+          recoverInterruptedRestore: lastRestore?.result === 'failure',
+        });
         await db
           .updateTable('backups')
           .set({
