@@ -110,6 +110,8 @@ const PACK_MAGIC = Buffer.from('BNKP');
 const INDEX_EVERY_PACKS = 32;
 const INDEX_EVERY_BLOBS = 100_000;
 const SMALL_BLOB = 64 * 1024;
+/** Pack puts in flight at once (see queuePackWrite). */
+const PACK_WRITES_AT_ONCE = 2;
 const SEGMENT_BYTES = 1024 * 1024;
 const HEX64 = /^[0-9a-f]{64}$/;
 /** Below this, hashing on the main thread is cheaper than a round trip to a worker. */
@@ -167,7 +169,8 @@ export class BunkerRepository implements Repository {
   private readonly waiters: (() => void)[] = [];
   private failure: unknown;
   private flushChain: Promise<void> = Promise.resolve();
-  private packWriteChain: Promise<void> = Promise.resolve();
+  /** Pack writes in progress (each settles, never rejects; the write's own promise carries the error). */
+  private readonly packWrites = new Set<Promise<void>>();
   private closed = false;
   private totals: WriteStats = { bytes: 0, storedBytes: 0, chunks: 0, newChunks: 0 };
 
@@ -293,12 +296,20 @@ export class BunkerRepository implements Repository {
   }
 
   /**
-   * Pack writes go one at a time: while one is being fsynced, blobs fill the next pack and then wait,
-   * so at most two packs per type are in memory however slow the storage is.
+   * At most PACK_WRITES_AT_ONCE packs are written at once, so one pack's fsync overlaps the next one's
+   * write (one at a time, the disk idled during every fsync wait and a 16 MiB put took the time of
+   * ~80 MB of sealing). The blob that fills a pack waits here, holding its slot of `storing`: that
+   * bounds the packs in memory however slow the storage is.
    */
-  private queuePackWrite(builder: PackBuilder): Promise<void> {
-    const run = this.packWriteChain.then(() => this.writePack(builder));
-    this.packWriteChain = run.catch(() => {});
+  private async queuePackWrite(builder: PackBuilder): Promise<void> {
+    // Check and add with no await between: a woken waiter that finds the writes full waits again.
+    while (this.packWrites.size >= PACK_WRITES_AT_ONCE) await Promise.race(this.packWrites);
+    const run = this.writePack(builder);
+    const settled: Promise<void> = run.then(
+      () => void this.packWrites.delete(settled),
+      () => void this.packWrites.delete(settled),
+    );
+    this.packWrites.add(settled);
     return run;
   }
 
@@ -355,7 +366,8 @@ export class BunkerRepository implements Repository {
           await this.queuePackWrite(builder);
         }
       }
-      await this.packWriteChain;
+      while (this.packWrites.size > 0) await Promise.all([...this.packWrites]);
+      if (this.failure) throw this.failure;
       await this.writeIndex();
     });
     this.flushChain = run.catch(() => {});

@@ -61,8 +61,12 @@ export class FsBackend implements StorageBackend {
       await this.ensureDir(dir);
       const handle = await fs.open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
       try {
-        for (const part of Array.isArray(body) ? body : [body as Uint8Array]) {
-          let written = 0;
+        const parts = Array.isArray(body) ? body : [body as Uint8Array];
+        // One writev for the whole object (a pack is ~20 parts); a short write continues part by part.
+        let done = parts.length > 0 ? (await handle.writev(parts)).bytesWritten : 0;
+        for (const part of parts) {
+          let written = Math.min(done, part.length);
+          done -= written;
           while (written < part.length) {
             const { bytesWritten } = await handle.write(part, written, part.length - written);
             written += bytesWritten;

@@ -1,9 +1,13 @@
 // Write ordering (packs → index → snapshot) and concurrent writers sharing one repository.
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openRepository } from '../../src/repo/index.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { open, type MasterKeys } from '../../src/repo/crypto.js';
+import { initRepository, openRepository } from '../../src/repo/index.js';
 import type { SnapshotManifest, StreamRef } from '../../src/repo/types.js';
-import type { StorageBackend } from '../../src/storage/index.js';
+import { FsBackend, type StorageBackend } from '../../src/storage/index.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 
 let t: TestRepo | undefined;
@@ -78,6 +82,51 @@ describe('write ordering', () => {
     expect(check.errors).toEqual([]);
     const again = await t.reopen();
     expect((await again.listSnapshots()).map((s) => s.id)).toEqual([kept]);
+  });
+});
+
+describe('pack writes', () => {
+  it('run two at a time on slow storage, and an index names only packs already stored', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bunker-packwrites-'));
+    const inner = new FsBackend(dir);
+    let writing = 0;
+    let most = 0;
+    const stored = new Set<string>();
+    const indexProblems: string[] = [];
+    const storage: StorageBackend = {
+      location: inner.location,
+      async put(name, body) {
+        if (name.startsWith('index/')) {
+          const parsed = JSON.parse(open(keys.encKey, Buffer.from(body as Uint8Array), name).toString('utf8')) as { packs: { id: string }[] };
+          for (const { id } of parsed.packs) if (!stored.has(id)) indexProblems.push(`${name} names pack ${id} before it is stored`);
+        }
+        if (!name.startsWith('data/')) return inner.put(name, body);
+        most = Math.max(most, ++writing);
+        await new Promise((r) => setTimeout(r, 5 + Math.random() * 15));
+        await inner.put(name, body);
+        writing--;
+        stored.add(name.split('/').pop()!);
+      },
+      get: inner.get.bind(inner),
+      stat: inner.stat.bind(inner),
+      list: inner.list.bind(inner),
+      delete: inner.delete.bind(inner),
+    };
+    const repo = await initRepository({ storage, password: 'p', kdf: 'fast', chunkSizes: { min: 4096, avg: 16384, max: 65536 }, packSize: 32 * 1024 });
+    const keys = (repo as unknown as { keys: MasterKeys }).keys;
+    try {
+      const data = randomBytes(2 * 1024 * 1024); // ~64 packs: an index is also written mid-stream (every 32 packs)
+      const ref = await repo.storeBuffer(data);
+      await repo.saveSnapshot(manifest({ a: ref }));
+      expect(stored.size).toBeGreaterThan(40);
+      expect(most).toBe(2);
+      expect(indexProblems).toEqual([]);
+      expect((await repo.readBuffer(ref)).equals(data)).toBe(true);
+      expect((await repo.check({ readData: true })).errors).toEqual([]);
+    } finally {
+      await repo.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
