@@ -1,10 +1,11 @@
 // Round trips of the files engine through a real repository: every metadata case of issue 3,
 // restore over an existing tree, incremental backups, in-place and subset restores, the
 // prepare/pin/stream phases and files that change while read.
-import { appendFileSync, chmodSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup, runRestore } from '../../src/engines/engine.js';
+import { decodeTree } from '../../src/repo/tree.js';
 import type { Repository, ServiceArtifact } from '../../src/repo/types.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import { buildEdgeTree } from './fixture.js';
@@ -138,6 +139,56 @@ describe('files engine round trip', () => {
       expect(diffTrees(describeTree(source, { withRoot: true }), describeTree(join(other, 'mount'), { withRoot: true }))).toEqual([]);
     } finally {
       rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it("reuses the parent backup's tree of every unchanged directory, and only those", async () => {
+    const dir = tempDir('rt-reuse');
+    const subtree = async (root: string, name: string) => decodeTree(await t.repo.getTree(root)).find((e) => e.name.toString() === name)!.subtree;
+    try {
+      const mount = join(dir, 'mount');
+      mkdirSync(join(mount, 'same/deep'), { recursive: true });
+      mkdirSync(join(mount, 'edited'));
+      writeFileSync(join(mount, 'same/deep/file'), 'unchanged');
+      symlinkSync('deep/file', join(mount, 'same/link'));
+      writeFileSync(join(mount, 'edited/file'), 'before');
+      const a = await runBackup(await mountEngine(dir).openBackup(backupCtx(t.repo)));
+      let queued = t.repo.stats().chunks;
+      const b = await runBackup(await mountEngine(dir).openBackup(backupCtx(t.repo, a)));
+      expect(t.repo.stats().chunks - queued).toBe(0); // not a tree encoded and stored again
+      expect(b.trees.root).toBe(a.trees.root);
+      expect(b.meta).toEqual(a.meta);
+      expect(b.size).toBe(a.size);
+
+      // Same size, so only the file's times tell the change; hard links are never reused (their
+      // group numbers are per backup), nor is anything above them.
+      writeFileSync(join(mount, 'edited/file'), 'after!');
+      mkdirSync(join(mount, 'linked'));
+      writeFileSync(join(mount, 'linked/one'), 'two names');
+      linkSync(join(mount, 'linked/one'), join(mount, 'linked/two'));
+      const c = await runBackup(await mountEngine(dir).openBackup(backupCtx(t.repo, b)));
+      queued = t.repo.stats().chunks;
+      const d = await runBackup(await mountEngine(dir).openBackup(backupCtx(t.repo, c)));
+      expect(t.repo.stats().chunks - queued).toBe(2); // "linked" and the root
+      expect(c.trees.root).not.toBe(b.trees.root);
+      expect(await subtree(c.trees.root!, 'same')).toBe(await subtree(b.trees.root!, 'same'));
+      expect(await subtree(c.trees.root!, 'edited')).not.toBe(await subtree(b.trees.root!, 'edited'));
+      expect(await subtree(d.trees.root!, 'same')).toBe(await subtree(b.trees.root!, 'same'));
+      expect(d.meta).toEqual(c.meta);
+      expect(d.meta.files).toBe(4);
+      expect(d.size).toBe(c.size);
+
+      await t.repo.flush();
+      const other = tempDir('rt-reuse-out');
+      try {
+        await runRestore(await mountEngine(other).openRestore(restoreCtx(await t.reopen()), d));
+        expect(diffTrees(describeTree(mount, { withRoot: true }), describeTree(join(other, 'mount'), { withRoot: true }))).toEqual([]);
+        expect(statSync(join(other, 'mount/linked/two')).ino).toBe(statSync(join(other, 'mount/linked/one')).ino);
+      } finally {
+        rmSync(other, { recursive: true, force: true });
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { BunkerError } from '../../core/errors.js';
 import type { BackupContext, BackupSession } from '../engine.js';
 import type { BlobId, ServiceArtifact, StreamRef } from '../../repo/types.js';
-import { decodeTree, encodeTree, FLAG_SPARSE, FLAG_UNSTABLE, type EntryType, type TreeEntry } from '../../repo/tree.js';
+import { decodeTree, encodeTree, FLAG_SPARSE, FLAG_UNSTABLE, FLAG_XATTRS, type EntryType, type TreeEntry } from '../../repo/tree.js';
 import * as io from './fsio.js';
 import { nativeFs } from './native.js';
 import { compileExcludes, joinPath, limiter, mapLimit, nameKey, showPath } from './paths.js';
@@ -257,14 +257,41 @@ export class FilesBackupSession implements BackupSession {
     await this.watchDir(rel, abs);
     this.changed.delete(rel);
     const [entries, prev] = await Promise.all([this.scanDir(rel, abs, prevLoad), prevLoad]);
-    this.keep(rel, encodeTree(entries));
+    // Entries all as the parent backup recorded them: if the subdirectories also come out as the
+    // parent's subtrees, this directory's tree is the parent's byte for byte and is not encoded.
+    const asBefore = prevTree !== undefined && prev !== undefined && entries.length === prev.size && entries.every((e) => sameEntry(e, prev.get(nameKey(e.name))));
+    if (!asBefore) this.keep(rel, encodeTree(entries));
     if (entries.some((e) => e.linkGroup !== undefined)) this.linkDirs.add(rel);
     const dirs = entries.filter((e) => e.type === 'dir');
     await mapLimit(dirs, DIR_FANOUT, (e) => {
       const p = prev?.get(nameKey(e.name));
       return this.prepareDir(childRel(rel, e.name), joinPath(abs, e.name), p?.type === 'dir' ? p.subtree : undefined);
     });
+    if (asBefore && !this.reuseTree(rel, entries, prev, prevTree)) this.keep(rel, encodeTree(entries));
     if (this.treeBytes > FilesBackupSession.treeBudget) await this.spill(rel);
+  }
+
+  /**
+   * Records an unchanged directory as the parent backup's tree (nothing to encode, hash or store)
+   * when every subdirectory was recorded as the parent's subtree too and the repository still has it.
+   */
+  private reuseTree(rel: string, entries: TreeEntry[], prev: Map<string, TreeEntry>, prevTree: BlobId): boolean {
+    if (!this.ctx.repo.hasBlob(prevTree)) return false;
+    const totals = { files: 0, dirs: 1, size: 0 };
+    for (const e of entries) {
+      if (e.type === 'file') {
+        totals.files++;
+        totals.size += e.content!.size;
+      } else if (e.type === 'dir') {
+        const child = this.prepared.get(childRel(rel, e.name));
+        if (child === undefined || Buffer.isBuffer(child) || child.id !== prev.get(nameKey(e.name))!.subtree) return false;
+        totals.files += child.files;
+        totals.dirs += child.dirs;
+        totals.size += child.size;
+      }
+    }
+    this.prepared.set(rel, { id: prevTree, ...totals });
+    return true;
   }
 
   private async watchDir(rel: string, abs: Buffer): Promise<void> {
@@ -389,6 +416,7 @@ export class FilesBackupSession implements BackupSession {
       entries = cached;
     }
     let patched = false;
+    let walked = false;
     await mapLimit(
       entries.filter((e) => e.type === 'dir'),
       DIR_FANOUT,
@@ -396,7 +424,10 @@ export class FilesBackupSession implements BackupSession {
         const child = childRel(rel, e.name);
         const childAbs = joinPath(abs, e.name);
         const untrusted = tracked && !this.trusted(child, e.ino);
-        if (untrusted || dirty.has(child) || onPath.has(child)) await this.refreshDir(child, childAbs, dirty, onPath, tracked, untrusted);
+        if (untrusted || dirty.has(child) || onPath.has(child)) {
+          walked = true;
+          await this.refreshDir(child, childAbs, dirty, onPath, tracked, untrusted);
+        }
         // A change inside a directory changes its own mtime, which its parent's entry records and
         // which raises no event in the parent.
         if (!fullScan && dirty.has(child)) {
@@ -408,9 +439,9 @@ export class FilesBackupSession implements BackupSession {
         }
       },
     );
-    // A spilled directory walked here is on the way to a change below it: its stored tree names the
-    // old subtree ids, so it is kept as entries again and rebuilt by stream().
-    if (fullScan || names !== undefined || patched || spilled) this.keep(rel, encodeTree(entries));
+    // A spilled directory with a subdirectory walked here is on the way to a change below it: its
+    // stored tree names the old subtree ids, so it is kept as entries again and rebuilt by stream().
+    if (fullScan || names !== undefined || patched || (spilled && walked)) this.keep(rel, encodeTree(entries));
   }
 
   /** The fallback: a stat of every entry, adding to `dirty` the directories that differ from the pre-pass. */
@@ -694,6 +725,48 @@ export class FilesBackupSession implements BackupSession {
     this.prepared.clear();
     this.linkReads.clear();
   }
+}
+
+/**
+ * True when `e` encodes exactly as `prev` did, except a directory's subtree (checked once built). A
+ * reused file keeps the parent's content object. Hard-linked entries never match: link group
+ * numbers are assigned per backup.
+ */
+function sameEntry(e: TreeEntry, prev: TreeEntry | undefined): boolean {
+  if (
+    !prev ||
+    e.type !== prev.type ||
+    e.mode !== prev.mode ||
+    e.uid !== prev.uid ||
+    e.gid !== prev.gid ||
+    e.mtimeNs !== prev.mtimeNs ||
+    e.ctimeNs !== prev.ctimeNs ||
+    e.ino !== prev.ino ||
+    (e.flags & ~FLAG_XATTRS) !== (prev.flags & ~FLAG_XATTRS) ||
+    e.linkGroup !== undefined ||
+    prev.linkGroup ||
+    !sameXattrs(e.xattrs, prev.xattrs)
+  ) {
+    return false;
+  }
+  switch (e.type) {
+    case 'file':
+      return e.content === prev.content;
+    case 'symlink':
+      return prev.target !== undefined && e.target !== undefined && e.target.equals(prev.target);
+    case 'chardev':
+    case 'blockdev':
+      return e.rdev === prev.rdev;
+    default:
+      return true;
+  }
+}
+
+function sameXattrs(a: Array<[Buffer, Buffer]> | undefined, b: Array<[Buffer, Buffer]> | undefined): boolean {
+  const n = a?.length ?? 0;
+  if (n !== (b?.length ?? 0)) return false;
+  for (let i = 0; i < n; i++) if (!a![i]![0].equals(b![i]![0]) || !a![i]![1].equals(b![i]![1])) return false;
+  return true;
 }
 
 function byName(entries: TreeEntry[]): Map<string, TreeEntry> {
