@@ -120,6 +120,8 @@ const INLINE_HASH_BYTES = 64 * 1024;
 const STAGE_BYTES = 256 * 1024;
 /** Writes at least this large go to the chunker as they are: copying them would cost more than it saves. */
 const STAGE_DIRECT = 32 * 1024;
+/** writeStream() acknowledges writes while at most this much input waits for the chunker. */
+const INBOX_BYTES = 2 * 1024 * 1024;
 /** readStream() keeps up to this much plaintext read and decrypted ahead of its consumer. */
 const READ_AHEAD_BYTES = 12 * 1024 * 1024;
 /** Longest ranged read readStream() merges consecutive blobs into. */
@@ -389,20 +391,60 @@ export class BunkerRepository implements Repository {
     };
     // Small writes (database rows) are copied into a staging buffer and chunked in STAGE_BYTES batches:
     // no per-write concat, subarray or promise, and the writer never pins its callers' buffers.
-    // The stage is allocated lazily and handed to the chunker when full, so an idle stream holds none.
+    // The stage is allocated lazily and handed on when full, so an idle stream holds none.
     let stage: Buffer | null = null;
     let staged = 0;
-    const takeStage = (): Chunk[] => {
-      if (!stage || staged === 0) return [];
-      const full = stage.subarray(0, staged);
+    // Full stages and large writes wait in `inbox` and are chunked on a later turn of the event loop,
+    // after the write is acknowledged. A reader piped in (fs.ReadStream) starts its next read only once
+    // its 'data' handler returns, so chunking inside write() made reading and scanning take turns;
+    // now the read runs on the thread pool while this thread scans. With INBOX_BYTES already waiting,
+    // a write's callback waits for the chunker (backpressure).
+    const inbox: Buffer[] = [];
+    let inboxBytes = 0;
+    let draining: Promise<void> | null = null;
+    let held: ((err?: Error | null) => void) | null = null;
+    let failed: Error | null = null;
+    const release = (): void => {
+      if (held && (failed || inboxBytes < INBOX_BYTES)) {
+        const callback = held;
+        held = null;
+        callback(failed);
+      }
+    };
+    const drain = async (): Promise<void> => {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      try {
+        while (inbox.length > 0) {
+          const data = inbox.shift()!;
+          inboxBytes -= data.length;
+          const chunks = chunker.push(data);
+          if (chunks.length > 0) await store(chunks);
+          release();
+        }
+      } catch (err) {
+        failed ??= asWriteError(err, label);
+        inbox.length = 0;
+        inboxBytes = 0;
+      }
+      draining = null; // in the same turn as the last empty-inbox check: a later write starts a new drain
+      release();
+    };
+    const enqueue = (data: Buffer): void => {
+      inbox.push(data);
+      inboxBytes += data.length;
+      draining ??= drain();
+    };
+    const takeStage = (): void => {
+      if (!stage || staged === 0) return;
+      enqueue(stage.subarray(0, staged));
       stage = null;
       staged = 0;
-      return chunker.push(full);
     };
-    const accept = (data: Buffer, out: Chunk[]): void => {
+    const accept = (data: Buffer): void => {
       size += data.length;
       if (data.length >= STAGE_DIRECT) {
-        out.push(...takeStage(), ...chunker.push(data));
+        takeStage();
+        enqueue(data);
         return;
       }
       let from = 0;
@@ -411,45 +453,54 @@ export class BunkerRepository implements Repository {
         const n = data.copy(stage, staged, from);
         staged += n;
         from += n;
-        if (staged === STAGE_BYTES) out.push(...takeStage());
+        if (staged === STAGE_BYTES) takeStage();
       }
     };
-    const handOn = (chunks: Chunk[], callback: (err?: Error | null) => void): void => {
-      if (chunks.length === 0) return callback(); // nothing to store yet: no promise round trip
-      store(chunks).then(() => callback(), (err) => callback(asWriteError(err, label)));
+    /** Acknowledges a write at once (no promise, no wait) unless INBOX_BYTES were already waiting before it. */
+    const acknowledge = (waitingBefore: number, callback: (err?: Error | null) => void): void => {
+      if (waitingBefore < INBOX_BYTES) callback();
+      else held = callback;
     };
     const writer = new Writable({
       highWaterMark: 1 << 20,
       write: (data: Buffer, _encoding, callback) => {
-        const chunks: Chunk[] = [];
+        const waitingBefore = inboxBytes;
         try {
+          if (failed) throw failed;
           this.assertWritable();
-          accept(data, chunks);
+          accept(data);
         } catch (err) {
           return callback(asWriteError(err, label));
         }
-        handOn(chunks, callback);
+        acknowledge(waitingBefore, callback);
       },
       writev: (entries, callback) => {
-        const chunks: Chunk[] = [];
+        const waitingBefore = inboxBytes;
         try {
+          if (failed) throw failed;
           this.assertWritable();
-          for (const { chunk } of entries) accept(chunk as Buffer, chunks);
+          for (const { chunk } of entries) accept(chunk as Buffer);
         } catch (err) {
           return callback(asWriteError(err, label));
         }
-        handOn(chunks, callback);
+        acknowledge(waitingBefore, callback);
       },
       final: (callback) => {
-        const chunks = takeStage();
-        const last = chunker.finish();
-        if (last) chunks.push(last);
-        store(chunks)
-          .then(() => this.settle(ids))
-          .then((refs) => {
+        takeStage();
+        const finish = async () => {
+          while (draining) await draining;
+          if (failed) throw failed;
+          const last = chunker.finish();
+          if (last) await store([last]);
+          return this.settle(ids);
+        };
+        finish().then(
+          (refs) => {
             settle.resolve({ size, chunks: refs });
             callback();
-          }, (err) => callback(asWriteError(err, label)));
+          },
+          (err) => callback(asWriteError(err, label)),
+        );
       },
     });
     writer.on('error', (err) => settle.reject(err));

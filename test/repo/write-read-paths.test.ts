@@ -4,6 +4,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { openRepository } from '../../src/repo/index.js';
+import type { StorageBackend } from '../../src/storage/index.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import type { StreamRef } from '../../src/repo/types.js';
 
@@ -101,6 +105,43 @@ describe('writeStream small writes and readStream merged reads', () => {
       w.write(Buffer.alloc(10));
     });
     expect(err.message).toMatch(/closed/);
+  });
+});
+
+describe('writeStream hand-off', () => {
+  it('acknowledges a large write before chunking it, so a piped reader can read the next piece meanwhile', async () => {
+    t = await createTestRepo();
+    const w = t.repo.writeStream({ label: 'ahead' });
+    const data = randomBytes(3 * MiB);
+    const chunksAtCallback = await new Promise<number>((resolve) => w.write(data, () => resolve(t!.repo.stats().chunks)));
+    expect(chunksAtCallback).toBe(0);
+    w.end();
+    const ref = await w.done();
+    expect(ref.chunks.length).toBeGreaterThanOrEqual(2);
+    expect((await readAll(t, ref)).equals(data)).toBe(true);
+  });
+
+  it('a storage failure while chunking in the background fails the pipeline and done()', async () => {
+    t = await createTestRepo();
+    const storage: StorageBackend = {
+      location: t.storage.location,
+      put: async (name, body) => {
+        if (name.startsWith('data/')) throw new Error('injected pack write failure');
+        return t!.storage.put(name, body);
+      },
+      get: t.storage.get.bind(t.storage),
+      stat: t.storage.stat.bind(t.storage),
+      list: t.storage.list.bind(t.storage),
+      delete: t.storage.delete.bind(t.storage),
+    };
+    const repo = await openRepository({ storage, password: t.password });
+    const w = repo.writeStream({ label: 'failing' });
+    const pieces = function* () {
+      for (let i = 0; i < 40; i++) yield randomBytes(MiB);
+    };
+    await expect(pipeline(Readable.from(pieces()), w)).rejects.toThrow(/injected pack write failure/);
+    await expect(w.done()).rejects.toThrow(/injected pack write failure/);
+    await repo.close().catch(() => {});
   });
 });
 
