@@ -93,8 +93,14 @@ export class PgRestoreSession implements RestoreSession {
   async stage(): Promise<void> {
     const { log } = this.ctx;
     const { shadow, old } = this.names;
+    const loads = this.loadWork(); // a backup that lacks a table's data fails before anything is created
     await this.lockTarget();
     const work = await mkdtemp(join(this.options.stateDir, 'pg-restore-'));
+    // The schema archive (a small file for pg_restore) is read from the repository meanwhile.
+    const schemaFile = join(work, 'schema.dump');
+    const schemaSaved = this.saveStream(SCHEMA_STREAM, schemaFile);
+    schemaSaved.catch(() => {}); // awaited below
+    let loaders: Promise<pg.Client[]> | undefined;
     try {
       await this.withAdmin(async (admin) => {
         // Leftovers of a killed run: an unfinished shadow, or a displaced database whose swap succeeded.
@@ -116,7 +122,7 @@ export class PgRestoreSession implements RestoreSession {
         );
       });
       this.staged = true;
-      await this.withAdmin((admin) => this.applyDatabaseProperties(admin, shadow));
+      if (this.meta.settings?.length || this.meta.comment) await this.withAdmin((admin) => this.applyDatabaseProperties(admin, shadow));
       log.info(`postgresql restore: building ${this.target.database} in shadow database ${shadow}`);
 
       // The shadow is private until the swap: no need to wait for each commit's WAL flush (the swap's
@@ -130,8 +136,7 @@ export class PgRestoreSession implements RestoreSession {
       const started = Date.now();
       const phase = (what: string) => log.debug(`postgresql restore: ${what} after ${Date.now() - started} ms`);
       const ownerFlags = this.options.noOwner ? ['--no-owner', ...(await this.rolesMissingFlags())] : [];
-      const schemaFile = join(work, 'schema.dump');
-      await this.saveStream(SCHEMA_STREAM, schemaFile);
+      await schemaSaved;
       const pgRestore = (args: string[], what: string, input?: Readable) =>
         runTool({
           tool: 'pg_restore',
@@ -142,9 +147,12 @@ export class PgRestoreSession implements RestoreSession {
           what,
         });
 
+      // The load connections connect while pre-data runs, and serve every table in turn.
+      loaders = this.openLoaders(shadow, Math.min(this.options.jobs, loads.length));
+      loaders.catch(() => {}); // awaited below
       await pgRestore(['--section=pre-data', '--single-transaction', schemaFile], 'creating the schema');
       phase('pre-data');
-      await this.copyIn(shadow);
+      await this.copyIn(loads, await loaders);
       phase('table data');
       await this.loadLargeObjects(pgRestore, work);
       await this.setSequences(shadow);
@@ -155,6 +163,9 @@ export class PgRestoreSession implements RestoreSession {
     } catch (err) {
       throw asBunkerError(err, 'engine', `postgresql restore into ${this.target.display}`);
     } finally {
+      const clients = (await loaders?.catch(() => undefined)) ?? [];
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      await schemaSaved.catch(() => {});
       await rm(work, { recursive: true, force: true });
     }
   }
@@ -248,16 +259,9 @@ export class PgRestoreSession implements RestoreSession {
     await client?.end().catch(() => {});
   }
 
-  /**
-   * Rows of each table (each part of a split table), largest first, over `jobs` parallel connections,
-   * each stored stream sent as it is read (no psql in between). A table loaded in one piece is
-   * truncated and loaded with FREEZE in one transaction: its rows are stored frozen and all-visible,
-   * so the index builds and the first reads after the swap do not rewrite every page to set hint bits.
-   * The parts of a split table load side by side instead (FREEZE needs the table to have been created
-   * or truncated in the loading transaction, which only one connection can do).
-   */
-  private async copyIn(shadow: string): Promise<void> {
-    const work = this.meta.tables
+  /** Every table's stream (each part of a split table), largest first, so the last load to end is a small one. */
+  private loadWork() {
+    return this.meta.tables
       .flatMap((t) => Array.from({ length: t.parts ?? 1 }, (_, part) => ({ t, key: tableStreamKey(t, part) })))
       .map((w) => {
         const ref = this.artifact.streams[w.key];
@@ -265,9 +269,46 @@ export class PgRestoreSession implements RestoreSession {
         return { ...w, ref };
       })
       .sort((a, b) => b.ref.size - a.ref.size);
+  }
+
+  /** `n` connections to the shadow for the loads (none left open if one fails). */
+  private async openLoaders(shadow: string, n: number): Promise<pg.Client[]> {
+    const opened = await Promise.allSettled(
+      Array.from({ length: n }, async () => {
+        const client = new pg.Client(clientConfig(withDatabase(this.target, shadow)));
+        client.on('error', () => {}); // a dropped connection fails the running query
+        try {
+          await client.connect();
+          await client.query(`SET client_encoding TO ${literal(this.meta.encoding)}; SET synchronous_commit = off`);
+          return client;
+        } catch (err) {
+          await client.end().catch(() => {});
+          throw err;
+        }
+      }),
+    );
+    const clients = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+    const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      throw failed.reason;
+    }
+    return clients;
+  }
+
+  /**
+   * Loads every stream over the given connections, each stored stream sent as it is read (no psql in
+   * between). A table loaded in one piece is truncated and loaded with FREEZE in one transaction: its
+   * rows are stored frozen and all-visible, so the index builds and the first reads after the swap do
+   * not rewrite every page to set hint bits. The parts of a split table load side by side instead
+   * (FREEZE needs the table to have been created or truncated in the loading transaction, which only
+   * one connection can do).
+   */
+  private async copyIn(work: ReturnType<PgRestoreSession['loadWork']>, clients: pg.Client[]): Promise<void> {
     let done = 0;
     const { signal } = this.ctx;
-    await parallel(work, this.options.jobs, async ({ t, ref }) => {
+    await parallel(work, clients.length, async ({ t, ref }, worker) => {
+      const client = clients[worker]!;
       const what = `loading table ${t.schema}.${t.name}`;
       if (signal.aborted) throw new BunkerError('aborted', `${what}: cancelled`);
       const columns = t.columns ? ` (${t.columns})` : '';
@@ -276,12 +317,9 @@ export class PgRestoreSession implements RestoreSession {
       const onAbort = () => input.destroy(new BunkerError('aborted', `${what}: cancelled`));
       signal.addEventListener('abort', onAbort, { once: true });
       try {
-        await this.withShadow(shadow, async (client) => {
-          await client.query(`SET client_encoding TO ${literal(this.meta.encoding)}; SET synchronous_commit = off`);
-          if (whole) await client.query(`BEGIN; TRUNCATE ONLY ${t.qualified}`);
-          await copyFrom(client, `COPY ${t.qualified}${columns} FROM STDIN${whole ? ' (FREEZE)' : ''}`, input);
-          if (whole) await client.query('COMMIT');
-        });
+        if (whole) await client.query(`BEGIN; TRUNCATE ONLY ${t.qualified}`);
+        await copyFrom(client, `COPY ${t.qualified}${columns} FROM STDIN${whole ? ' (FREEZE)' : ''}`, input);
+        if (whole) await client.query('COMMIT');
       } catch (err) {
         input.destroy();
         if (signal.aborted) throw new BunkerError('aborted', `${what}: cancelled`);

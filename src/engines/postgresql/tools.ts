@@ -97,15 +97,18 @@ export async function runTool(run: ToolRun): Promise<void> {
   }
 }
 
-/** Runs jobs with at most `limit` in flight; the first failure stops new starts and is rethrown. */
-export async function parallel<T>(items: readonly T[], limit: number, job: (item: T) => Promise<void>): Promise<void> {
+/**
+ * Runs jobs with at most `limit` in flight; the first failure stops new starts and is rethrown. Each job
+ * also gets the number of the worker running it (0 to limit-1), e.g. to use that worker's connection.
+ */
+export async function parallel<T>(items: readonly T[], limit: number, job: (item: T, worker: number) => Promise<void>): Promise<void> {
   let next = 0;
   let failure: { err: unknown } | undefined;
-  const worker = async () => {
+  const worker = async (_: unknown, n: number) => {
     while (!failure && next < items.length) {
       const item = items[next++] as T;
       try {
-        await job(item);
+        await job(item, n);
       } catch (err) {
         failure ??= { err };
       }

@@ -1,0 +1,50 @@
+// How the restore loads rows: a whole table is loaded with FREEZE (its pages end up all-frozen, so
+// nothing rewrites them for hint bits later), and the loads share `jobs` connections instead of opening
+// one per table.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestRepo, type TestRepo } from '../helpers/repo.js';
+import { backup, createDb, dropDb, engineFor, fingerprint, restore, sql, uniqueDb } from './pg-fixture.js';
+
+const TABLES = 12;
+const JOBS = 2;
+
+describe('postgresql restore: loads', () => {
+  const source = uniqueDb('load');
+  const target = uniqueDb('load_target');
+  let store: TestRepo;
+
+  beforeAll(async () => {
+    store = await createTestRepo();
+    await createDb(source);
+    for (let i = 0; i < TABLES; i++) {
+      await sql(source, `CREATE TABLE t${i} (id int PRIMARY KEY, v text); INSERT INTO t${i} SELECT g, md5(g::text) FROM generate_series(1, ${1000 * (i + 1)}) g`);
+    }
+  });
+
+  afterAll(async () => {
+    await dropDb(source);
+    await dropDb(target);
+    await store?.cleanup();
+  });
+
+  it('loads whole tables frozen, over at most `jobs` connections, with the same rows', async () => {
+    const artifact = await backup(engineFor(source), store.repo);
+    await store.repo.flush();
+    await restore(engineFor(target, { jobs: JOBS }), store.repo, artifact);
+    // Sessions ever opened to the restored database (the shadow, renamed): the loaders, pg_restore for
+    // pre-data, pg_restore -j for post-data (its leader connects before and after its `jobs` workers),
+    // and this query's. One connection per table would be at least TABLES.
+    const { rows } = await sql(target, 'SELECT sessions::int AS n FROM pg_stat_database WHERE datname = current_database()');
+    expect(rows[0].n).toBeGreaterThanOrEqual(JOBS);
+    expect(rows[0].n).toBeLessThanOrEqual(JOBS + 1 + (2 + JOBS) + 1);
+    expect(rows[0].n).toBeLessThan(TABLES);
+
+    expect(await fingerprint(target)).toEqual(await fingerprint(source));
+
+    await sql(target, 'CREATE EXTENSION IF NOT EXISTS pg_visibility');
+    for (let i = 0; i < TABLES; i++) {
+      const { rows } = await sql(target, `SELECT all_frozen::int AS frozen, (pg_relation_size('t${i}') / 8192)::int AS pages FROM pg_visibility_map_summary('t${i}')`);
+      expect(rows[0].frozen, `t${i}`).toBe(rows[0].pages);
+    }
+  });
+});
