@@ -184,7 +184,8 @@ export class BunkerRepository implements Repository {
   ) {
     this.gear = gearTable(keys.chunkerKey);
     this.codec = new NativeCodec(keys, options.workers);
-    this.maxStoring = this.codec.size + 2;
+    // The blobs that filled a pack hold their slots until the pack is written: room for those on top.
+    this.maxStoring = this.codec.size + 2 + PACK_WRITES_AT_ONCE;
   }
 
   get id(): string {
