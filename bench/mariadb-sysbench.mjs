@@ -1,7 +1,7 @@
 // See mariadb-sysbench.sh. Prints wall times and the ratios the issue sets targets for:
 //   backup / mariadb-dump --single-transaction (≤ 1.0)   restore / mariadb < dump.sql (≤ 0.4)
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
@@ -28,10 +28,26 @@ const sh = (cmd, args, io = {}) => {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'], ...io });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status})`);
 };
+// CPU-seconds beside each wall time, since wall times on a shared machine are noisy: this process
+// (Bunker), the client tools it ran and waited for, and the local server (when its /proc is visible).
+const TICK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+const serverPid = (() => {
+  const r = spawnSync('pgrep', ['-x', 'mariadbd'], { encoding: 'utf8' });
+  return r.status === 0 ? Number(r.stdout.trim().split('\n')[0]) : undefined;
+})();
+const ticks = (pid, fields) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ').slice(...fields).reduce((a, b) => a + Number(b), 0) / TICK;
+const cpuNow = () => {
+  const u = process.cpuUsage();
+  return { self: (u.user + u.system) / 1e6, children: ticks('self', [13, 15]), server: serverPid ? ticks(serverPid, [11, 13]) : NaN };
+};
 const timed = async (fn) => {
+  const c0 = cpuNow();
   const t0 = process.hrtime.bigint();
   const value = await fn();
-  return { s: Number(process.hrtime.bigint() - t0) / 1e9, value };
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  const c1 = cpuNow();
+  const cpu = `CPU-s: bunker ${(c1.self - c0.self).toFixed(2)}, client tools ${(c1.children - c0.children).toFixed(2)}, server ${(c1.server - c0.server).toFixed(2)}`;
+  return { s, value, cpu };
 };
 const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
 const ctx = (extra) => ({ log: silentLogger, progress: () => {}, signal: new AbortController().signal, ...extra });
@@ -60,7 +76,7 @@ try {
       closeSync(fd);
     }
   });
-  console.log(`mariadb-dump --single-transaction: ${dump.s.toFixed(2)} s (${mb(statSync(dumpFile).size)})`);
+  console.log(`mariadb-dump --single-transaction: ${dump.s.toFixed(2)} s (${mb(statSync(dumpFile).size)}; ${dump.cpu})`);
 
   const repo = await initRepository({ storage: new FsBackend(join(work, 'repo')), password: 'bench-password-' + tag, kdf: 'fast' });
   const backup = () =>
@@ -71,10 +87,10 @@ try {
     });
   const first = await backup();
   const afterFirst = repo.stats().storedBytes;
-  console.log(`bunker backup:                     ${first.s.toFixed(2)} s (stored ${mb(afterFirst)}, consistent point ${first.value.meta.pinMs} ms)`);
+  console.log(`bunker backup:                     ${first.s.toFixed(2)} s (stored ${mb(afterFirst)}, consistent point ${first.value.meta.pinMs} ms; ${first.cpu})`);
   const second = await backup();
   const added = repo.stats().storedBytes - afterFirst;
-  console.log(`bunker backup, unchanged, again:   ${second.s.toFixed(2)} s (new bytes ${mb(added)})`);
+  console.log(`bunker backup, unchanged, again:   ${second.s.toFixed(2)} s (new bytes ${mb(added)}; ${second.cpu})`);
 
   // What the engine costs on its own: the same backup into a writer that discards the bytes, so the
   // difference to the real backup is the repository's chunking, compression and encryption.
@@ -92,7 +108,7 @@ try {
     stats: () => ({ bytes: 0, storedBytes: 0, chunks: 0, newChunks: 0 }),
   };
   const engineOnly = await timed(async () => runBackup(await engineFor(source).openBackup(ctx({ repo: discard, mode: 'live' }))));
-  console.log(`bunker backup, bytes discarded:    ${engineOnly.s.toFixed(2)} s (engine alone, no repository)`);
+  console.log(`bunker backup, bytes discarded:    ${engineOnly.s.toFixed(2)} s (engine alone, no repository; ${engineOnly.cpu})`);
 
   sql(`CREATE DATABASE ${viaClient}`);
   const clientRestore = await timed(() => {
@@ -103,12 +119,13 @@ try {
       closeSync(fd);
     }
   });
-  console.log(`mariadb < dump.sql:                ${clientRestore.s.toFixed(2)} s`);
+  console.log(`mariadb < dump.sql:                ${clientRestore.s.toFixed(2)} s (${clientRestore.cpu})`);
 
   const bunkerRestore = await timed(async () => {
     await runRestore(await engineFor(viaBunker).openRestore(ctx({ repo, options: {} }), first.value));
   });
-  console.log(`bunker restore:                    ${bunkerRestore.s.toFixed(2)} s`);
+  console.log(`bunker restore:                    ${bunkerRestore.s.toFixed(2)} s (${bunkerRestore.cpu})`);
+  console.log(`load average after the runs: ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`);
 
   const same = checksums(source) === checksums(viaBunker) && checksums(source) === checksums(viaClient);
   console.log(`restored tables match the source (CHECKSUM TABLE): ${same ? 'yes' : 'NO'}`);

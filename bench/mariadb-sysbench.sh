@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # MariaDB engine benchmark (issue 6): sysbench oltp_read_write --tables=8 --table-size=250000 (~500 MB)
 # on the local server. Same run: Bunker backup vs `mariadb-dump --single-transaction`, new bytes of a
-# second backup of the unchanged database, Bunker restore vs `mariadb < dump.sql`.
+# second backup of the unchanged database, Bunker restore vs `mariadb < dump.sql`. Each step also
+# prints the CPU-seconds of Bunker, the client tools and the local server (wall times are noisy).
 # Usage: bench/mariadb-sysbench.sh      (env: TABLES=8 TABLE_SIZE=250000 JOBS=<engine default>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
