@@ -150,6 +150,15 @@ describe('files engine pin', () => {
     }
   });
 
+  it('finds them too with every lstat on the thread pool (as once a slow disk was seen)', async () => {
+    FilesBackupSession.statOnThread = false;
+    try {
+      await everyKindOfChange('pin-pool');
+    } finally {
+      FilesBackupSession.statOnThread = true;
+    }
+  });
+
   it('drops the pre-pass warning of a file that kept changing then, once pin() reads it cleanly', async () => {
     const { mount, session, logs } = await setup('pin-settled', (m) => {
       writeFileSync(join(m, 'busy.log'), 'x'.repeat(1 << 16));
