@@ -1,5 +1,5 @@
 // A consistent backup: one REPEATABLE READ transaction exports its snapshot (pin, milliseconds); the
-// schema comes from pg_dump --snapshot and each table's rows from COPY in parallel psql sessions that
+// schema comes from pg_dump --snapshot and each table's rows from COPY on `jobs` connections that
 // adopt the same snapshot, one repository stream per table so an unchanged table deduplicates.
 import type { Writable } from 'node:stream';
 import pg from 'pg';
@@ -53,10 +53,18 @@ export class PgBackupSession implements BackupSession {
     const { repo, log, signal } = this.ctx;
     const started = Date.now();
     const phase = (what: string) => log.debug(`postgresql backup: ${what} after ${Date.now() - started} ms`);
+    let copiers: Promise<pg.Client[]> | undefined;
     try {
       const info = await databaseInfo(client);
       const tables = await listTables(client);
       for (const t of tables) t.parts = partsFor(t, info.serverVersionNum);
+      // Largest first (a split table's parts early), so the last job to finish is a small one.
+      const work = tables
+        .flatMap((t) => Array.from({ length: t.parts }, (_, part) => ({ t, part, bytes: t.bytes / t.parts })))
+        .sort((a, b) => b.bytes - a.bytes);
+      // The COPY connections connect and adopt the snapshot while the rest of the catalog is read.
+      copiers = this.openCopiers(Math.min(this.jobs, work.length), snapshot, info.encoding);
+      copiers.catch(() => {}); // awaited below
       await lockTables(client, [...tables.map((t) => t.qualified), ...(await partitionedParents(client))]);
       const sequences = await readSequences(client);
       const roles = await referencedRoles(client);
@@ -107,13 +115,12 @@ export class PgBackupSession implements BackupSession {
             )
           : Promise.resolve();
 
-      // Largest first (a split table's parts early), so the last job to finish is a small one.
-      const work = tables
-        .flatMap((t) => Array.from({ length: t.parts }, (_, part) => ({ t, part, bytes: t.bytes / t.parts })))
-        .sort((a, b) => b.bytes - a.bytes);
-      const copies = parallel(work, this.jobs, ({ t, part }) =>
-        store(tableStreamKey(t, part), `${info.name} ${t.schema}.${t.name}#${part}`, (out) => this.copyOut(t, part, snapshot, info.encoding, out)),
-      );
+      const sessions = await copiers;
+      const onAbort = () => sessions.forEach((c) => void c.end().catch(() => {}));
+      signal.addEventListener('abort', onAbort, { once: true });
+      const copies = parallel(work, sessions.length, ({ t, part }, worker) =>
+        store(tableStreamKey(t, part), `${info.name} ${t.schema}.${t.name}#${part}`, (out) => this.copyOut(sessions[worker]!, t, part, out)),
+      ).finally(() => signal.removeEventListener('abort', onAbort));
       await Promise.all([schemaDump, loDump, copies]);
 
       const meta: PgMeta = {
@@ -143,38 +150,60 @@ export class PgBackupSession implements BackupSession {
       };
     } catch (err) {
       throw asBunkerError(err, 'engine', `postgresql backup of ${this.target.display}`);
+    } finally {
+      const sessions = (await copiers?.catch(() => undefined)) ?? [];
+      await Promise.all(sessions.map((c) => c.end().catch(() => {})));
     }
   }
 
   /**
-   * COPY one table (or one ctid range of it) as of the pinned snapshot, on a connection of our own.
-   * Text format: portable across versions and type OIDs. The client encoding is the database's, so
-   * the stored bytes are the database's own and the restore loads them without conversion.
+   * `n` connections that each hold a transaction in the pinned snapshot; every table (or ctid range)
+   * is copied on one of them, so a database of many small tables costs `n` backend starts, not one per
+   * table. None is left open if one fails.
    */
-  private async copyOut(t: TableEntry, part: number, snapshot: string, encoding: string, out: NodeJS.WritableStream): Promise<void> {
+  private async openCopiers(n: number, snapshot: string, encoding: string): Promise<pg.Client[]> {
+    const opened = await Promise.allSettled(
+      Array.from({ length: n }, async () => {
+        const client = new pg.Client(clientConfig(this.target));
+        client.on('error', () => {}); // a dropped connection fails the running query
+        try {
+          await client.connect();
+          await client.query(
+            `SET client_encoding TO ${literal(encoding)}; ` +
+              // Fail rather than silently skip rows hidden by row-level security (as pg_dump does).
+              `SET row_security = off; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT ${literal(snapshot)}`,
+          );
+          return client;
+        } catch (err) {
+          await client.end().catch(() => {});
+          throw err;
+        }
+      }),
+    );
+    const clients = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+    const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) {
+      await Promise.all(clients.map((c) => c.end().catch(() => {})));
+      throw failed.reason;
+    }
+    return clients;
+  }
+
+  /**
+   * COPY one table (or one ctid range of it) as of the pinned snapshot. Text format: portable across
+   * versions and type OIDs. The client encoding is the database's, so the stored bytes are the
+   * database's own and the restore loads them without conversion.
+   */
+  private async copyOut(client: pg.Client, t: TableEntry, part: number, out: NodeJS.WritableStream): Promise<void> {
     const { signal } = this.ctx;
-    if (signal.aborted) throw new BunkerError('aborted', `copying table ${t.schema}.${t.name}: cancelled`);
-    const client = new pg.Client(clientConfig(this.target));
-    client.on('error', () => {}); // a dropped connection fails the running query
-    const onAbort = () => void client.end().catch(() => {});
-    signal.addEventListener('abort', onAbort, { once: true });
     try {
-      await client.connect();
-      await client.query(
-        `SET client_encoding TO ${literal(encoding)}; ` +
-          // Fail rather than silently skip rows hidden by row-level security (as pg_dump does).
-          `SET row_security = off; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT ${literal(snapshot)}`,
-      );
+      if (signal.aborted) throw new BunkerError('aborted', `copying table ${t.schema}.${t.name}: cancelled`);
       await copyTo(client, `COPY ${partQuery(t, part)} TO STDOUT`, out as Writable);
-      await client.query('COMMIT');
       out.end();
     } catch (err) {
       (out as Writable).destroy(err as Error); // the stream's writer stops and reports this failure
       if (signal.aborted) throw new BunkerError('aborted', `copying table ${t.schema}.${t.name}: cancelled`);
       throw new BunkerError('engine', `copying table ${t.schema}.${t.name}: ${redact((err as Error).message)}`, { cause: err });
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-      await client.end().catch(() => {});
     }
   }
 

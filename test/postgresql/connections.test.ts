@@ -1,6 +1,6 @@
-// How the restore loads rows: a whole table is loaded with FREEZE (its pages end up all-frozen, so
-// nothing rewrites them for hint bits later), and the loads share `jobs` connections instead of opening
-// one per table.
+// Connections and loads: a backup copies every table over `jobs` connections that share the pinned
+// snapshot, a restore loads them over `jobs` connections (not one per table), and a whole table is
+// loaded with FREEZE (its pages end up all-frozen, so nothing rewrites them for hint bits later).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import { backup, createDb, dropDb, engineFor, fingerprint, restore, sql, uniqueDb } from './pg-fixture.js';
@@ -8,7 +8,7 @@ import { backup, createDb, dropDb, engineFor, fingerprint, restore, sql, uniqueD
 const TABLES = 12;
 const JOBS = 2;
 
-describe('postgresql restore: loads', () => {
+describe('postgresql engine: connections and loads', () => {
   const source = uniqueDb('load');
   const target = uniqueDb('load_target');
   let store: TestRepo;
@@ -25,6 +25,17 @@ describe('postgresql restore: loads', () => {
     await dropDb(source);
     await dropDb(target);
     await store?.cleanup();
+  });
+
+  it('backs up every table over at most `jobs` connections', async () => {
+    const sessions = async () => (await sql(source, 'SELECT sessions::int AS n FROM pg_stat_database WHERE datname = current_database()')).rows[0].n as number;
+    const before = await sessions();
+    const artifact = await backup(engineFor(source, { jobs: JOBS }), store.repo);
+    expect(Object.keys(artifact.streams).filter((k) => k.startsWith('table:'))).toHaveLength(TABLES);
+    // The pin's connection, the copiers, pg_dump for the schema, and the second count's own session.
+    const opened = (await sessions()) - before;
+    expect(opened).toBeGreaterThanOrEqual(1 + JOBS);
+    expect(opened).toBeLessThanOrEqual(1 + JOBS + 1 + 1);
   });
 
   it('loads whole tables frozen, over at most `jobs` connections, with the same rows', async () => {
