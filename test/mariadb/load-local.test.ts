@@ -44,6 +44,20 @@ describe('loadLocal', () => {
     expect(Number(sum!.len)).toBe(rows.reduce((s, r) => s + r.length - r.indexOf('\t') - 2, 0));
   });
 
+  it('reports an error that stops the server mid-file, and the connection keeps working', async () => {
+    await conn.query('TRUNCATE TABLE t');
+    const rows = Buffer.from(Array.from({ length: 400_000 }, (_, i) => `${i + 1}\tvalue-${i}\n`).join(''));
+    const pieces = Array.from({ length: 64 }, (_, i) => rows.subarray((i * rows.length) / 64, ((i + 1) * rows.length) / 64));
+    await conn.query('SET SESSION max_statement_time = 0.01');
+    try {
+      await expect(load(() => Readable.from(pieces))).rejects.toThrow(/max_statement_time/);
+    } finally {
+      await conn.query('SET SESSION max_statement_time = 0');
+    }
+    const res = await load(() => Readable.from([Buffer.from('1\tone\n')]));
+    expect(res.affectedRows).toBe(1);
+  });
+
   it('fails with the source error when the source fails half-way, and the connection keeps working', async () => {
     await conn.query('TRUNCATE TABLE t');
     const source = () =>
