@@ -61,12 +61,10 @@ export class FsBackend implements StorageBackend {
       await this.ensureDir(dir);
       const handle = await fs.open(temp, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
       try {
-        const parts = Array.isArray(body) ? body : [body as Uint8Array];
-        // One writev for the whole object (a pack is ~20 parts); a short write continues part by part.
-        let done = parts.length > 0 ? (await handle.writev(parts)).bytesWritten : 0;
-        for (const part of parts) {
-          let written = Math.min(done, part.length);
-          done -= written;
+        // A write per part: one writev of a whole pack (~20 parts) took 2.1-2.4 s of kernel time per
+        // 1.1 GB store here against 0.85-0.88 s this way (ext4).
+        for (const part of Array.isArray(body) ? body : [body as Uint8Array]) {
+          let written = 0;
           while (written < part.length) {
             const { bytesWritten } = await handle.write(part, written, part.length - written);
             written += bytesWritten;
