@@ -151,11 +151,11 @@ describe('files engine pin', () => {
   });
 
   it('finds them too with every lstat on the thread pool (as once a slow disk was seen)', async () => {
-    FilesBackupSession.statOnThread = false;
+    FilesBackupSession.callsOnThread = false;
     try {
       await everyKindOfChange('pin-pool');
     } finally {
-      FilesBackupSession.statOnThread = true;
+      FilesBackupSession.callsOnThread = true;
     }
   });
 

@@ -4,7 +4,7 @@
 // only the directories that had events since their pre-pass listing and stores the changed files'
 // contents then, inside the hold, so the artifact is the mount as of the pin. stream() only writes
 // the tree objects bottom-up. Without usable change tracking, pin() stat-walks every entry instead.
-import { constants as FS, lstatSync, promises as fsp, readFileSync, watch, type BigIntStats, type FSWatcher } from 'node:fs';
+import { closeSync, constants as FS, fstatSync, lstatSync, openSync, promises as fsp, readFileSync, readSync, watch, type BigIntStats, type FSWatcher } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { pipeline } from 'node:stream/promises';
 import { BunkerError } from '../../core/errors.js';
@@ -37,16 +37,18 @@ const MAX_WATCHES = 65_536;
  */
 const TREE_BUDGET = 16 << 20;
 /**
- * lstat runs on this thread while inode metadata is in the page cache: a thread-pool round trip costs
- * several times the call (on 1,000,000 unchanged files: 38.6 CPU-s through the pool, 21.7 on this
- * thread). Every STAT_BURST calls the event loop gets a turn. A burst averaging more than SLOW_STAT_US
- * per call, or one call over SLOW_STAT_MS, means the disk (or a network file system) is being waited
- * for: the session goes back to the pool, where those waits overlap and never stall the loop. The
- * bounds are far above a cached call (2-5 µs), so that being preempted on a busy machine does not count.
+ * lstat, and the open/read/fstat/close of files up to THREAD_READ_BYTES, run on this thread while the
+ * page cache holds what they need: a thread-pool round trip costs several times such a call (on
+ * 1,000,000 unchanged files: 38.6 CPU-s through the pool, 21.7 with lstat on this thread). Every
+ * STAT_BURST calls the event loop gets a turn. A burst averaging more than SLOW_STAT_US per call, or
+ * one call over SLOW_STAT_MS, means the disk (or a network file system) is being waited for: the
+ * session goes back to the pool, where those waits overlap and never stall the loop. The bounds are
+ * far above a cached call (2-20 µs), so being preempted on a busy machine does not count.
  */
 const STAT_BURST = 128;
 const SLOW_STAT_US = 200;
 const SLOW_STAT_MS = 50;
+const THREAD_READ_BYTES = 64 << 10;
 /** Names remembered per directory from its events; beyond this, pin() lists the directory again. */
 const MAX_CHANGED_NAMES = 256;
 
@@ -174,9 +176,9 @@ export class FilesBackupSession implements BackupSession {
   private droppedWarnings = 0;
   private bytesRead = 0;
   private lastProgress = 0;
-  /** False once lstat calls were seen waiting for the disk (the static lets tests force the thread pool). */
-  static statOnThread = true;
-  private statOnThread = FilesBackupSession.statOnThread;
+  /** False once calls were seen waiting for the disk (the static lets tests force the thread pool). */
+  static callsOnThread = true;
+  private callsOnThread = FilesBackupSession.callsOnThread;
   private burstStats = 0;
   private burstMs = 0;
   private statPause: Promise<void> | undefined;
@@ -577,25 +579,30 @@ export class FilesBackupSession implements BackupSession {
   /** lstat on this thread while that is cheap (see STAT_BURST), else through the thread pool. */
   private async lstat(path: Buffer): Promise<BigIntStats> {
     if (this.statPause) await this.statPause;
-    if (!this.statOnThread) return io.lstat(path);
-    if (this.burstStats === STAT_BURST) {
-      if (this.burstMs > (STAT_BURST * SLOW_STAT_US) / 1000) this.statOnThread = false;
+    if (!this.callsOnThread) return io.lstat(path);
+    if (this.burstStats >= STAT_BURST) {
+      if (this.burstMs > (this.burstStats * SLOW_STAT_US) / 1000) this.callsOnThread = false;
       this.burstStats = 0;
       this.burstMs = 0;
       // Every caller waits for the same turn, so the loop really gets one (a single caller waiting
       // would leave the others running on as microtasks).
       this.statPause = nextTurn().then(() => (this.statPause = undefined));
       await this.statPause;
-      if (!this.statOnThread) return io.lstat(path);
+      if (!this.callsOnThread) return io.lstat(path);
     }
+    return this.onThread(() => lstatSync(path, { bigint: true }));
+  }
+
+  /** Runs one file-system call on this thread, counting its time toward the current burst. */
+  private onThread<T>(call: () => T): T {
     this.burstStats++;
     const started = performance.now();
     try {
-      return lstatSync(path, { bigint: true });
+      return call();
     } finally {
       const ms = performance.now() - started;
       this.burstMs += ms;
-      if (ms > SLOW_STAT_MS) this.statOnThread = false;
+      if (ms > SLOW_STAT_MS) this.callsOnThread = false;
     }
   }
 
@@ -620,7 +627,10 @@ export class FilesBackupSession implements BackupSession {
       const inode = linked ? `${st.dev}:${st.ino}` : ''; // (dev, ino) key, only needed for hard links
       let entry: TreeEntry;
       if (reuse) {
-        entry = { ...entryFromStat(name, type, st), content: prev.content, xattrs: prev.xattrs, flags: prev.flags };
+        entry = entryFromStat(name, type, st);
+        entry.content = prev.content;
+        entry.xattrs = prev.xattrs;
+        entry.flags = prev.flags;
       } else {
         let read = linked ? this.linkReads.get(inode) : undefined;
         if (!read) {
@@ -684,18 +694,20 @@ export class FilesBackupSession implements BackupSession {
     let before = walkSt;
     let last: ReadResult | undefined;
     for (let attempt = 0; attempt < 2; attempt++) {
+      const size = Number(before.size);
+      const now = this.callsOnThread && size <= THREAD_READ_BYTES;
       // O_NONBLOCK: if a FIFO replaced the file since lstat, neither open() nor read() waits for a writer.
-      const fd = await io.open(path, FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK);
+      const flags = FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK;
+      const fd = now ? this.onThread(() => openSync(path, flags)) : await io.open(path, flags);
       try {
-        const size = Number(before.size);
         let content: StreamRef;
         try {
-          content = await this.readContents(fd, size, rel, name);
+          content = await this.readContents(fd, size, rel, name, now);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
           content = { size: 0, chunks: [] };
         }
-        const after = await io.fstat(fd);
+        const after = now ? this.onThread(() => fstatSync(fd, { bigint: true })) : await io.fstat(fd);
         if (!after.isFile()) {
           // Replaced by something else after the walk: record what the walk saw, without contents.
           this.warn(childRel(rel, name), `${showPath(relText(rel, name))} was replaced by a non-file while read; recorded without contents`);
@@ -711,20 +723,22 @@ export class FilesBackupSession implements BackupSession {
         if (stable) return last;
         before = after;
       } finally {
-        await io.close(fd);
+        if (now) this.onThread(() => closeSync(fd));
+        else await io.close(fd);
       }
     }
     this.warn(childRel(rel, name), `${showPath(relText(rel, name))} kept changing while it was read; its backed-up contents may be inconsistent`);
     return last!;
   }
 
-  private async readContents(fd: number, size: number, rel: string, name: Buffer): Promise<StreamRef> {
+  /** `now`: read on this thread (a small file while calls run on it, see STAT_BURST). */
+  private async readContents(fd: number, size: number, rel: string, name: Buffer, now: boolean): Promise<StreamRef> {
     if (size <= SMALL_FILE) {
       // One byte more than expected reveals a file that grew; one read() usually returns it all.
       const buf = Buffer.allocUnsafe(size + 1);
       let got = 0;
       while (got < size) {
-        const bytesRead = await io.readAt(fd, buf, got, buf.length - got, got);
+        const bytesRead = now ? this.onThread(() => readSync(fd, buf, got, buf.length - got, got)) : await io.readAt(fd, buf, got, buf.length - got, got);
         if (bytesRead === 0) break;
         got += bytesRead;
       }
