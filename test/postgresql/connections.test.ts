@@ -3,7 +3,8 @@
 // loaded with FREEZE (its pages end up all-frozen, so nothing rewrites them for hint bits later).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
-import { backup, createDb, dropDb, engineFor, fingerprint, restore, sql, uniqueDb } from './pg-fixture.js';
+import { backup, createDb, dropDb, engineFor, fingerprint, PG_BASE, restore, sql, uniqueDb } from './pg-fixture.js';
+import { openSessions, parsePgUrl } from '../../src/engines/postgresql/connection.js';
 
 const TABLES = 12;
 const JOBS = 2;
@@ -25,6 +26,16 @@ describe('postgresql engine: connections and loads', () => {
     await dropDb(source);
     await dropDb(target);
     await store?.cleanup();
+  });
+
+  it('openSessions leaves no connection open when one of them fails its setup', async () => {
+    // The first session to take the advisory lock succeeds; the others fail (division by zero).
+    const setup = 'SELECT CASE WHEN pg_try_advisory_lock(4242) THEN 1 ELSE 1 / 0 END';
+    await expect(openSessions(parsePgUrl(`${PG_BASE}/${source}`), 3, setup)).rejects.toThrow(/division by zero/);
+    // A closed connection's backend may take a moment to leave pg_stat_activity.
+    const others = async () => (await sql(source, 'SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()')).rows[0].n as number;
+    for (let i = 0; i < 40 && (await others()) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await others()).toBe(0);
   });
 
   it('backs up every table over at most `jobs` connections', async () => {

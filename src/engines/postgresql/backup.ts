@@ -18,7 +18,7 @@ import {
   referencedRoles,
   type TableEntry,
 } from './catalog.js';
-import { clientConfig, connect, literal, toolEnv, type PgTarget } from './connection.js';
+import { connect, literal, openSessions, toolEnv, type PgTarget } from './connection.js';
 import { parallel, runTool } from './tools.js';
 import { copyTo } from './copy.js';
 import { FORMAT, type PgMeta, tableStreamKey, SCHEMA_STREAM, LARGE_OBJECTS_STREAM, partQuery, partsFor } from './format.js';
@@ -62,8 +62,15 @@ export class PgBackupSession implements BackupSession {
       const work = tables
         .flatMap((t) => Array.from({ length: t.parts }, (_, part) => ({ t, part, bytes: t.bytes / t.parts })))
         .sort((a, b) => b.bytes - a.bytes);
-      // The COPY connections connect and adopt the snapshot while the rest of the catalog is read.
-      copiers = this.openCopiers(Math.min(this.jobs, work.length), snapshot, info.encoding);
+      // The COPY connections connect and adopt the snapshot while the rest of the catalog is read; each
+      // copies table after table in that transaction, so many small tables cost no backend start each.
+      copiers = openSessions(
+        this.target,
+        Math.min(this.jobs, work.length),
+        `SET client_encoding TO ${literal(info.encoding)}; ` +
+          // Fail rather than silently skip rows hidden by row-level security (as pg_dump does).
+          `SET row_security = off; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT ${literal(snapshot)}`,
+      );
       copiers.catch(() => {}); // awaited below
       await lockTables(client, [...tables.map((t) => t.qualified), ...(await partitionedParents(client))]);
       const sequences = await readSequences(client);
@@ -154,39 +161,6 @@ export class PgBackupSession implements BackupSession {
       const sessions = (await copiers?.catch(() => undefined)) ?? [];
       await Promise.all(sessions.map((c) => c.end().catch(() => {})));
     }
-  }
-
-  /**
-   * `n` connections that each hold a transaction in the pinned snapshot; every table (or ctid range)
-   * is copied on one of them, so a database of many small tables costs `n` backend starts, not one per
-   * table. None is left open if one fails.
-   */
-  private async openCopiers(n: number, snapshot: string, encoding: string): Promise<pg.Client[]> {
-    const opened = await Promise.allSettled(
-      Array.from({ length: n }, async () => {
-        const client = new pg.Client(clientConfig(this.target));
-        client.on('error', () => {}); // a dropped connection fails the running query
-        try {
-          await client.connect();
-          await client.query(
-            `SET client_encoding TO ${literal(encoding)}; ` +
-              // Fail rather than silently skip rows hidden by row-level security (as pg_dump does).
-              `SET row_security = off; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT ${literal(snapshot)}`,
-          );
-          return client;
-        } catch (err) {
-          await client.end().catch(() => {});
-          throw err;
-        }
-      }),
-    );
-    const clients = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
-    const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-    if (failed) {
-      await Promise.all(clients.map((c) => c.end().catch(() => {})));
-      throw failed.reason;
-    }
-    return clients;
   }
 
   /**

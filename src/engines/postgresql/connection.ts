@@ -131,3 +131,31 @@ export async function connect(target: PgTarget): Promise<pg.Client> {
     });
   }
 }
+
+/**
+ * `n` connections, each set up with `setup` (one simple query: settings, a transaction). None is left
+ * open when one fails; the first failure is thrown.
+ */
+export async function openSessions(target: PgTarget, n: number, setup: string): Promise<pg.Client[]> {
+  const opened = await Promise.allSettled(
+    Array.from({ length: n }, async () => {
+      const client = new pg.Client(clientConfig(target));
+      client.on('error', () => {}); // a dropped connection fails the running query
+      try {
+        await client.connect();
+        await client.query(setup);
+        return client;
+      } catch (err) {
+        await client.end().catch(() => {});
+        throw err;
+      }
+    }),
+  );
+  const clients = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+  const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failed) {
+    await Promise.all(clients.map((c) => c.end().catch(() => {})));
+    throw failed.reason;
+  }
+  return clients;
+}

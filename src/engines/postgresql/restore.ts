@@ -13,7 +13,7 @@ import { BunkerError, asBunkerError } from '../../core/errors.js';
 import { redact } from '../../core/redact.js';
 import type { RestoreContext, RestoreSession } from '../engine.js';
 import type { ServiceArtifact } from '../../repo/types.js';
-import { clientConfig, ident, literal, toolEnv, withDatabase, type PgTarget } from './connection.js';
+import { clientConfig, ident, literal, openSessions, toolEnv, withDatabase, type PgTarget } from './connection.js';
 import { FORMAT, LARGE_OBJECTS_STREAM, SCHEMA_STREAM, tableStreamKey, type PgMeta } from './format.js';
 import { parallel, runTool } from './tools.js';
 import { copyFrom } from './copy.js';
@@ -148,7 +148,11 @@ export class PgRestoreSession implements RestoreSession {
         });
 
       // The load connections connect while pre-data runs, and serve every table in turn.
-      loaders = this.openLoaders(shadow, Math.min(this.options.jobs, loads.length));
+      loaders = openSessions(
+        withDatabase(this.target, shadow),
+        Math.min(this.options.jobs, loads.length),
+        `SET client_encoding TO ${literal(this.meta.encoding)}; SET synchronous_commit = off`,
+      );
       loaders.catch(() => {}); // awaited below
       await pgRestore(['--section=pre-data', '--single-transaction', schemaFile], 'creating the schema');
       phase('pre-data');
@@ -269,31 +273,6 @@ export class PgRestoreSession implements RestoreSession {
         return { ...w, ref };
       })
       .sort((a, b) => b.ref.size - a.ref.size);
-  }
-
-  /** `n` connections to the shadow for the loads (none left open if one fails). */
-  private async openLoaders(shadow: string, n: number): Promise<pg.Client[]> {
-    const opened = await Promise.allSettled(
-      Array.from({ length: n }, async () => {
-        const client = new pg.Client(clientConfig(withDatabase(this.target, shadow)));
-        client.on('error', () => {}); // a dropped connection fails the running query
-        try {
-          await client.connect();
-          await client.query(`SET client_encoding TO ${literal(this.meta.encoding)}; SET synchronous_commit = off`);
-          return client;
-        } catch (err) {
-          await client.end().catch(() => {});
-          throw err;
-        }
-      }),
-    );
-    const clients = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
-    const failed = opened.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-    if (failed) {
-      await Promise.all(clients.map((c) => c.end().catch(() => {})));
-      throw failed.reason;
-    }
-    return clients;
   }
 
   /**
