@@ -8,6 +8,8 @@ import { runBackup, runRestore } from '../../src/engines/engine.js';
 import { decodeTree } from '../../src/repo/tree.js';
 import type { Repository, ServiceArtifact } from '../../src/repo/types.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
+import { FilesBackupSession } from '../../src/engines/files/backup.js';
+import { FilesRestoreSession } from '../../src/engines/files/restore.js';
 import { buildEdgeTree } from './fixture.js';
 import { backupCtx, mountEngine, restoreCtx, tempDir } from './harness.js';
 import { describeTree, diffTrees } from './tree-compare.js';
@@ -56,6 +58,22 @@ describe('files engine round trip', () => {
       expect(got.get('/names/bad-%ff%fe-utf8')).toBeDefined();
       expect(lstatSync(join(other, 'mount/data/sparse')).blocks * 512).toBeLessThan(1 << 20);
     } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it('backs up and restores every case through the thread pool too (as once a slow disk was seen)', async () => {
+    FilesBackupSession.callsOnThread = false;
+    FilesRestoreSession.callsOnThread = false;
+    const other = tempDir('rt-pool');
+    try {
+      const artifact = await runBackup(await mountEngine(base).openBackup(backupCtx(t.repo)));
+      await t.repo.flush();
+      await runRestore(await mountEngine(other).openRestore(restoreCtx(await t.reopen()), artifact));
+      expect(diffTrees(describeTree(source, { withRoot: true }), describeTree(join(other, 'mount'), { withRoot: true }))).toEqual([]);
+    } finally {
+      FilesBackupSession.callsOnThread = true;
+      FilesRestoreSession.callsOnThread = true;
       rmSync(other, { recursive: true, force: true });
     }
   });

@@ -37,17 +37,10 @@ const MAX_WATCHES = 65_536;
  */
 const TREE_BUDGET = 16 << 20;
 /**
- * lstat, and the open/read/fstat/close of files up to THREAD_READ_BYTES, run on this thread while the
- * page cache holds what they need: a thread-pool round trip costs several times such a call (on
- * 1,000,000 unchanged files: 38.6 CPU-s through the pool, 21.7 with lstat on this thread). Every
- * STAT_BURST calls the event loop gets a turn. A burst averaging more than SLOW_STAT_US per call, or
- * one call over SLOW_STAT_MS, means the disk (or a network file system) is being waited for: the
- * session goes back to the pool, where those waits overlap and never stall the loop. The bounds are
- * far above a cached call (2-20 µs), so being preempted on a busy machine does not count.
+ * Files up to this size are opened, read, fstat'ed and closed on the main thread while the page cache
+ * serves them (io.ThreadCalls), like every lstat: four pool round trips per small file were most of a
+ * first backup's system time.
  */
-const STAT_BURST = 128;
-const SLOW_STAT_US = 200;
-const SLOW_STAT_MS = 50;
 const THREAD_READ_BYTES = 64 << 10;
 /** Names remembered per directory from its events; beyond this, pin() lists the directory again. */
 const MAX_CHANGED_NAMES = 256;
@@ -176,12 +169,9 @@ export class FilesBackupSession implements BackupSession {
   private droppedWarnings = 0;
   private bytesRead = 0;
   private lastProgress = 0;
-  /** False once calls were seen waiting for the disk (the static lets tests force the thread pool). */
+  /** lstat and small-file reads on the main thread while cached (the static lets tests force the pool). */
   static callsOnThread = true;
-  private callsOnThread = FilesBackupSession.callsOnThread;
-  private burstStats = 0;
-  private burstMs = 0;
-  private statPause: Promise<void> | undefined;
+  private readonly onThread = new io.ThreadCalls(FilesBackupSession.callsOnThread);
 
   constructor(
     private readonly root: string,
@@ -576,34 +566,8 @@ export class FilesBackupSession implements BackupSession {
     return results.filter((e): e is TreeEntry => e !== undefined);
   }
 
-  /** lstat on this thread while that is cheap (see STAT_BURST), else through the thread pool. */
   private async lstat(path: Buffer): Promise<BigIntStats> {
-    if (this.statPause) await this.statPause;
-    if (!this.callsOnThread) return io.lstat(path);
-    if (this.burstStats >= STAT_BURST) {
-      if (this.burstMs > (this.burstStats * SLOW_STAT_US) / 1000) this.callsOnThread = false;
-      this.burstStats = 0;
-      this.burstMs = 0;
-      // Every caller waits for the same turn, so the loop really gets one (a single caller waiting
-      // would leave the others running on as microtasks).
-      this.statPause = nextTurn().then(() => (this.statPause = undefined));
-      await this.statPause;
-      if (!this.callsOnThread) return io.lstat(path);
-    }
-    return this.onThread(() => lstatSync(path, { bigint: true }));
-  }
-
-  /** Runs one file-system call on this thread, counting its time toward the current burst. */
-  private onThread<T>(call: () => T): T {
-    this.burstStats++;
-    const started = performance.now();
-    try {
-      return call();
-    } finally {
-      const ms = performance.now() - started;
-      this.burstMs += ms;
-      if (ms > SLOW_STAT_MS) this.callsOnThread = false;
-    }
+    return (await this.onThread.ready()) ? this.onThread.run(() => lstatSync(path, { bigint: true })) : io.lstat(path);
   }
 
   private async describe(rel: string, path: Buffer, name: Buffer, prev: TreeEntry | undefined): Promise<TreeEntry | undefined> {
@@ -695,10 +659,10 @@ export class FilesBackupSession implements BackupSession {
     let last: ReadResult | undefined;
     for (let attempt = 0; attempt < 2; attempt++) {
       const size = Number(before.size);
-      const now = this.callsOnThread && size <= THREAD_READ_BYTES;
+      const now = this.onThread.enabled && size <= THREAD_READ_BYTES;
       // O_NONBLOCK: if a FIFO replaced the file since lstat, neither open() nor read() waits for a writer.
       const flags = FS.O_RDONLY | FS.O_NOFOLLOW | FS.O_NONBLOCK;
-      const fd = now ? this.onThread(() => openSync(path, flags)) : await io.open(path, flags);
+      const fd = now ? this.onThread.run(() => openSync(path, flags)) : await io.open(path, flags);
       try {
         let content: StreamRef;
         try {
@@ -707,7 +671,7 @@ export class FilesBackupSession implements BackupSession {
           if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
           content = { size: 0, chunks: [] };
         }
-        const after = now ? this.onThread(() => fstatSync(fd, { bigint: true })) : await io.fstat(fd);
+        const after = now ? this.onThread.run(() => fstatSync(fd, { bigint: true })) : await io.fstat(fd);
         if (!after.isFile()) {
           // Replaced by something else after the walk: record what the walk saw, without contents.
           this.warn(childRel(rel, name), `${showPath(relText(rel, name))} was replaced by a non-file while read; recorded without contents`);
@@ -723,7 +687,7 @@ export class FilesBackupSession implements BackupSession {
         if (stable) return last;
         before = after;
       } finally {
-        if (now) this.onThread(() => closeSync(fd));
+        if (now) this.onThread.run(() => closeSync(fd));
         else await io.close(fd);
       }
     }
@@ -731,14 +695,14 @@ export class FilesBackupSession implements BackupSession {
     return last!;
   }
 
-  /** `now`: read on this thread (a small file while calls run on it, see STAT_BURST). */
+  /** `now`: read on this thread (a small file, see THREAD_READ_BYTES). */
   private async readContents(fd: number, size: number, rel: string, name: Buffer, now: boolean): Promise<StreamRef> {
     if (size <= SMALL_FILE) {
       // One byte more than expected reveals a file that grew; one read() usually returns it all.
       const buf = Buffer.allocUnsafe(size + 1);
       let got = 0;
       while (got < size) {
-        const bytesRead = now ? this.onThread(() => readSync(fd, buf, got, buf.length - got, got)) : await io.readAt(fd, buf, got, buf.length - got, got);
+        const bytesRead = now ? this.onThread.run(() => readSync(fd, buf, got, buf.length - got, got)) : await io.readAt(fd, buf, got, buf.length - got, got);
         if (bytesRead === 0) break;
         got += bytesRead;
       }

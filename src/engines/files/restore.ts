@@ -4,7 +4,7 @@
 // directories left by a killed restore are removed by the next restore of that mount. A subset
 // restore stages each requested path and swaps each in the same way. In-place mode (mounts too big to
 // stage twice) rewrites only changed entries, each through a temp name + rename.
-import { constants as FS, promises as fsp, type BigIntStats } from 'node:fs';
+import { closeSync, constants as FS, openSync, promises as fsp, type BigIntStats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { BunkerError } from '../../core/errors.js';
 import { newId } from '../../core/ids.js';
@@ -17,6 +17,8 @@ import { nativeFs } from './native.js';
 import { checkEntryName, joinPath, limiter, mapLimit, nameKey, showPath, splitRelative } from './paths.js';
 
 const SMALL_FILE = 1 << 20;
+/** Files up to this size are created, written and closed on the main thread while that is cheap (io.ThreadCalls). */
+const THREAD_WRITE_BYTES = 64 << 10;
 /** Small files of one directory are fetched together, in batches of at most this many bytes and files. */
 const BATCH_BYTES = 1 << 20;
 const BATCH_FILES = 256;
@@ -109,6 +111,9 @@ export class FilesRestoreSession implements RestoreSession {
   /** Staged restores create files in directories made by this restore (mode 0700 until finished). */
   private freshParents = true;
   private readonly writes = limiter(FILE_WRITES);
+  /** The static lets tests force the thread pool. */
+  static callsOnThread = true;
+  private readonly onThread = new io.ThreadCalls(FilesRestoreSession.callsOnThread);
   private stageDir: string | undefined;
   private staged: Staged[] = [];
   /** Hard links: link group → the first restored name of that inode (and its inode number). */
@@ -315,11 +320,14 @@ export class FilesRestoreSession implements RestoreSession {
       const sparse = (e.flags & FLAG_SPARSE) !== 0;
       // Small files are fetched before the file is created: no descriptor is held while the repository reads.
       const whole = data ? await data : content.size > 0 && content.size <= SMALL_FILE ? await this.ctx.repo.readBuffer(content) : undefined;
-      const fd = await io.open(path, FS.O_WRONLY | FS.O_CREAT | FS.O_EXCL | FS.O_NOFOLLOW, e.mode & 0o777);
+      const now = whole !== undefined && !sparse && whole.length <= THREAD_WRITE_BYTES && (await this.onThread.ready());
+      const flags = FS.O_WRONLY | FS.O_CREAT | FS.O_EXCL | FS.O_NOFOLLOW;
+      const fd = now ? this.onThread.run(() => openSync(path, flags, e.mode & 0o777)) : await io.open(path, flags, e.mode & 0o777);
       try {
         let pos = 0;
         const put = async (chunk: Buffer) => {
           if (sparse) await writeSparse(fd, chunk, pos);
+          else if (now) this.onThread.run(() => io.writeAllAtSync(fd, chunk, 0, chunk.length, pos));
           else await io.writeAllAt(fd, chunk, 0, chunk.length, pos);
           pos += chunk.length;
           this.count(chunk.length);
@@ -338,7 +346,8 @@ export class FilesRestoreSession implements RestoreSession {
         if (chown) await io.fchown(fd, e.uid, e.gid);
         if (chown || (e.mode & ~0o777) !== 0 || (e.mode & ~this.umask) !== e.mode) await io.fchmod(fd, e.mode);
       } finally {
-        await io.close(fd);
+        if (now) this.onThread.run(() => closeSync(fd));
+        else await io.close(fd);
       }
       for (const [name, value] of e.xattrs ?? []) this.native.setXattr(path, name, value);
       this.native.utimens(path, e.mtimeNs, e.mtimeNs);
