@@ -274,42 +274,59 @@ static void sha256_parts(Op *op) {
   if (!ok) op->error = "sha256 failed";
 }
 
-/** Three 16 KiB samples at level 1: if they don't shrink by 3 %, compressing the whole chunk won't pay. */
-static int looks_incompressible(const uint8_t *data, size_t len, uint8_t *scratch, size_t scratch_len) {
-  if (len < PROBE_MIN_BYTES) return 0;
-  uint8_t sample[3 * PROBE_SAMPLE];
-  size_t mid = len / 2 - PROBE_SAMPLE / 2;
-  memcpy(sample, data, PROBE_SAMPLE);
-  memcpy(sample + PROBE_SAMPLE, data + mid, PROBE_SAMPLE);
-  memcpy(sample + 2 * PROBE_SAMPLE, data + len - PROBE_SAMPLE, PROBE_SAMPLE);
-  size_t z = ZSTD_compressCCtx(cctx(), scratch, scratch_len, sample, sizeof sample, 1);
-  return ZSTD_isError(z) || z >= sizeof sample * 97 / 100;
+/** Copies bytes [from, from + n) of the op's input, whichever parts they lie in, to dst. */
+static void copy_input(const Op *op, size_t from, uint8_t *dst, size_t n) {
+  for (size_t i = 0; i < op->part_count && n > 0; i++) {
+    const size_t part_len = op->part_lens[i];
+    if (from >= part_len) {
+      from -= part_len;
+      continue;
+    }
+    const size_t take = part_len - from < n ? part_len - from : n;
+    memcpy(dst, op->parts[i] + from, take);
+    dst += take;
+    n -= take;
+    from = 0;
+  }
 }
 
+/** Three 16 KiB samples at level 1: if they don't shrink by 3 %, compressing the whole chunk won't pay. */
+static int looks_incompressible(const Op *op) {
+  const size_t len = op->in_len;
+  if (len < PROBE_MIN_BYTES) return 0;
+  // Per pool thread, reused: the samples and their compressed output (~96 KiB together).
+  static __thread uint8_t *scratch;
+  const size_t sample_len = 3 * PROBE_SAMPLE, out_len = ZSTD_compressBound(3 * PROBE_SAMPLE);
+  if (!scratch && !(scratch = malloc(sample_len + out_len))) return 0;
+  copy_input(op, 0, scratch, PROBE_SAMPLE);
+  copy_input(op, len / 2 - PROBE_SAMPLE / 2, scratch + PROBE_SAMPLE, PROBE_SAMPLE);
+  copy_input(op, len - PROBE_SAMPLE, scratch + 2 * PROBE_SAMPLE, PROBE_SAMPLE);
+  size_t z = ZSTD_compressCCtx(cctx(), scratch + sample_len, out_len, scratch, sample_len, 1);
+  return ZSTD_isError(z) || z >= sample_len * 97 / 100;
+}
+
+/**
+ * Compresses when it pays, then encrypts. The parts are joined only for compression: a chunk stored
+ * raw (incompressible, or level 0) is encrypted part by part, with no copy of its megabyte(s).
+ */
 static void do_seal(Op *op) {
   const size_t len = op->in_len;
-  const size_t bound = ZSTD_compressBound(len > 3 * PROBE_SAMPLE ? len : 3 * PROBE_SAMPLE);
-  // The sealed output and the compression scratch share one allocation when compressing pays;
-  // otherwise the payload is the input itself.
   uint8_t *z = NULL;
   size_t zlen = 0;
-  if (op->level > 0 && len > 64) {
-    z = malloc(bound);
-    if (!z) {
+  if (op->level > 0 && len > 64 && !looks_incompressible(op)) {
+    const size_t bound = ZSTD_compressBound(len);
+    if (!join_input(op) || !(z = malloc(bound))) {
       op->error = "out of memory";
       return;
     }
-    if (!looks_incompressible(op->in, len, z, bound)) {
-      zlen = ZSTD_compressCCtx(cctx(), z, bound, op->in, len, op->level);
-      if (ZSTD_isError(zlen)) {
-        free(z);
-        op->error = "zstd compression failed";
-        return;
-      }
+    zlen = ZSTD_compressCCtx(cctx(), z, bound, op->in, len, op->level);
+    if (ZSTD_isError(zlen)) {
+      free(z);
+      op->error = "zstd compression failed";
+      return;
     }
   }
   const int use_z = z && zlen > 0 && zlen < len * 97 / 100;
-  const uint8_t *payload = use_z ? z : op->in;
   const size_t plen = use_z ? zlen : len;
   uint8_t *out = malloc(SEAL_OVERHEAD + plen);
   EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
@@ -317,7 +334,16 @@ static void do_seal(Op *op) {
               EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, op->keys->enc_key, out) == 1;
   const uint8_t flag = use_z ? 1 : 0;
   ok = ok && EVP_EncryptUpdate(c, out + NONCE_BYTES, &n, &flag, 1) == 1;
-  ok = ok && EVP_EncryptUpdate(c, out + NONCE_BYTES + 1, &n, payload, (int)plen) == 1;
+  if (use_z) {
+    ok = ok && EVP_EncryptUpdate(c, out + NONCE_BYTES + 1, &n, z, (int)plen) == 1;
+  } else {
+    size_t at = NONCE_BYTES + 1;
+    for (size_t i = 0; ok && i < op->part_count; i++) {
+      if (op->part_lens[i] == 0) continue;
+      ok = EVP_EncryptUpdate(c, out + at, &n, op->parts[i], (int)op->part_lens[i]) == 1;
+      at += (size_t)n;
+    }
+  }
   ok = ok && EVP_EncryptFinal_ex(c, out + NONCE_BYTES + 1 + plen, &n) == 1;
   ok = ok && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, out + NONCE_BYTES + 1 + plen) == 1;
   EVP_CIPHER_CTX_free(c);
@@ -384,10 +410,9 @@ static void run_op(Op *op) {
   switch (op->kind) {
     case OP_HASH: hmac_parts(op); break;
     case OP_SHA256: sha256_parts(op); break;
-    case OP_SEAL:
+    case OP_SEAL: do_seal(op); break; // joins the parts itself, only when it compresses
     case OP_OPEN:
       if (!join_input(op)) op->error = "out of memory";
-      else if (op->kind == OP_SEAL) do_seal(op);
       else do_open(op);
       break;
   }

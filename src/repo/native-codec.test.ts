@@ -31,6 +31,25 @@ describe('native codec', () => {
     }
   });
 
+  it('seals a blob given as parts like the joined bytes (samples and raw encryption cross part edges)', async () => {
+    for (const [data, level, compresses] of [
+      [randomBytes(700_000), 3, false], // sampled across parts, then encrypted part by part
+      [randomBytes(700_000), 0, false],
+      [text(700_000), 3, true],
+      [Buffer.concat([randomBytes(340_000), text(360_000)]), 3, true], // the middle and last samples are text
+    ] as const) {
+      // Part edges inside the first, middle (341,808-358,192) and last (683,616-700,000) samples, and an empty part.
+      const edges = [0, 5, 5, 350_000, 690_000, data.length];
+      const parts = edges.slice(1).map((end, i) => data.subarray(edges[i], end));
+      const { sealed, compressed } = await codec.seal(parts, level);
+      expect(compressed).toBe(compresses);
+      if (!compresses) expect(sealed.length).toBe(data.length + 29);
+      const { plain, id } = await codec.open(sealed, data.length, 'blob P');
+      expect(plain.equals(data)).toBe(true);
+      expect(id).toBe(hmac(data));
+    }
+  });
+
   it('stores raw at level 0', async () => {
     const data = text(100_000);
     const { sealed, compressed } = await codec.seal(data, 0);
