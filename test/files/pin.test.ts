@@ -5,7 +5,7 @@ import { appendFileSync, chmodSync, linkSync, mkdirSync, renameSync, rmSync, sym
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/log.js';
-import { runRestore, type BackupSession } from '../../src/engines/engine.js';
+import { runBackup, runRestore, type BackupSession } from '../../src/engines/engine.js';
 import { FilesBackupSession } from '../../src/engines/files/backup.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
@@ -25,15 +25,19 @@ describe('files engine pin', () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
-  /** A mount in a fresh temp dir, filled by `fill`, and a backup session on it that records info logs. */
-  async function setup(label: string, fill: (mount: string) => void) {
+  /**
+   * A mount in a fresh temp dir, filled by `fill`, and a backup session on it that records info logs;
+   * with `incremental`, the session has a backup of the filled mount as its parent.
+   */
+  async function setup(label: string, fill: (mount: string) => void, incremental = false) {
     const base = tempDir(label);
     dirs.push(base);
     const mount = join(base, 'mount');
     mkdirSync(mount);
     fill(mount);
     const logs: string[] = [];
-    const ctx = { ...backupCtx(t.repo), log: createLogger((_l, line) => logs.push(line), 'info') };
+    const parent = incremental ? await runBackup(await mountEngine(base).openBackup(backupCtx(t.repo))) : undefined;
+    const ctx = { ...backupCtx(t.repo, parent), log: createLogger((_l, line) => logs.push(line), 'info') };
     const session = await mountEngine(base).openBackup(ctx);
     return { mount, session, logs };
   }
@@ -78,7 +82,7 @@ describe('files engine pin', () => {
     expect(got.has('/doomed')).toBe(true);
   });
 
-  async function everyKindOfChange(label: string): Promise<void> {
+  async function everyKindOfChange(label: string, incremental = false): Promise<void> {
     const { mount, session, logs } = await setup(label, (m) => {
       mkdirSync(join(m, 'keep/deep/deeper'), { recursive: true });
       writeFileSync(join(m, 'keep/deep/deeper/untouched'), 'same');
@@ -100,7 +104,7 @@ describe('files engine pin', () => {
       symlinkSync('somewhere', join(m, 'link'));
       mkdirSync(join(m, 'many'));
       for (let i = 0; i < 300; i++) writeFileSync(join(m, `many/f${i}`), `v1 ${i}`);
-    });
+    }, incremental);
     await session.prepare();
     writeFileSync(join(mount, 'keep/deep/deeper/edited'), 'v2 is longer');
     writeFileSync(join(mount, 'calm/a/b/f'), 'v2, deep below calm');
@@ -157,6 +161,10 @@ describe('files engine pin', () => {
     } finally {
       FilesBackupSession.callsOnThread = true;
     }
+  });
+
+  it("finds them too when prepare() took every unchanged directory's tree from the parent backup", async () => {
+    await everyKindOfChange('pin-reused', true);
   });
 
   it('drops the pre-pass warning of a file that kept changing then, once pin() reads it cleanly', async () => {
