@@ -108,7 +108,13 @@ export const PACK_TRAILER = 8; // u32le header length ‖ "BNKP"
 const PACK_MAGIC = Buffer.from('BNKP');
 /** An index file is written after this many packs, or sooner once this many blobs wait for one. */
 const INDEX_EVERY_PACKS = 32;
-const INDEX_EVERY_BLOBS = 100_000;
+const INDEX_EVERY_BLOBS = 32_768;
+/**
+ * A pack is also cut at this many blobs. Until it is written, each blob's header row lives in the heap
+ * (~180 B), and writing it builds the header as one JSON string: a 16 MiB pack of 100-byte files would
+ * hold ~230,000 rows, ~42 MB live and ~18 MB of header at once (1,000,000 small files peaked at 620 MB).
+ */
+const PACK_MAX_BLOBS = 16_384;
 const SMALL_BLOB = 64 * 1024;
 /** Pack puts in flight at once (see queuePackWrite). */
 const PACK_WRITES_AT_ONCE = 2;
@@ -288,7 +294,7 @@ export class BunkerRepository implements Repository {
       onStored?.(sealed.length);
       const builder = (this.open[type] ??= new PackBuilder(type));
       builder.append(id, sealed, rawLength);
-      if (builder.size >= this.config.packSize) {
+      if (builder.size >= this.config.packSize || builder.blobs.length >= PACK_MAX_BLOBS) {
         delete this.open[type];
         await this.queuePackWrite(builder);
       }
