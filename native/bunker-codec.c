@@ -167,7 +167,7 @@ static napi_value scan(napi_env env, napi_callback_info info) {
 
 // ---------- blob work on the thread pool ----------
 
-typedef enum { OP_HASH, OP_SEAL, OP_OPEN, OP_SHA256 } OpKind;
+typedef enum { OP_HASH, OP_HASH2, OP_SEAL, OP_OPEN, OP_SHA256 } OpKind;
 
 typedef struct {
   OpKind kind;
@@ -188,6 +188,7 @@ typedef struct {
   size_t expected_len;   // open: the plaintext length the index records
   // results
   uint8_t id[32];
+  uint8_t id2[32];       // hash2: the second chunk's id
   uint8_t *out;          // allocation handed to the result Buffer (freed by its finalizer)
   size_t out_len;
   int compressed;
@@ -260,6 +261,233 @@ static void hmac_parts(Op *op) {
   int ok = h && HMAC_Init_ex(h, op->keys->id_key, 32, EVP_sha256(), NULL) == 1;
   for (size_t i = 0; ok && i < op->part_count; i++) ok = HMAC_Update(h, op->parts[i], op->part_lens[i]) == 1;
   ok = ok && HMAC_Final(h, op->id, &n) == 1;
+  HMAC_CTX_free(h);
+  if (!ok) op->error = "hmac failed";
+}
+
+// ---------- two HMAC ids at once (SHA-NI) ----------
+// The SHA-256 round instruction has a 4-cycle latency here, so hashing one message leaves the SHA unit
+// half idle (1.65 GB/s per thread, the same as OpenSSL's). Two chunks hashed block by block in one
+// thread run at ~2.5 GB/s. Same HMAC-SHA-256, so the same ids; without SHA-NI, two plain HMACs.
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_HASH2 1
+
+static const uint32_t SHA256_K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be,
+    0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa,
+    0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85,
+    0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3,
+    0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f,
+    0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+static const uint32_t SHA256_IV[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+
+/** A SHA-256 state as SHA-NI keeps it: abef = (a, b, e, f), cdgh = (c, d, g, h). */
+typedef struct {
+  __m128i abef, cdgh;
+} ShaState;
+
+static bool cpu_has_sha(void) {
+  unsigned a, b, c, d;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29)) && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 19)) && (c & (1u << 9));
+}
+
+__attribute__((target("sha,sse4.1,ssse3"))) static ShaState sha_load(const uint32_t h[8]) {
+  __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)h), 0xB1);       // (b, a, d, c)
+  __m128i u = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(h + 4)), 0x1B); // (h, g, f, e)
+  return (ShaState){_mm_alignr_epi8(t, u, 8), _mm_blend_epi16(u, t, 0xF0)};
+}
+
+__attribute__((target("sha,sse4.1,ssse3"))) static void sha_store(ShaState s, uint8_t out[32]) {
+  __m128i t = _mm_shuffle_epi32(s.abef, 0x1B);
+  __m128i u = _mm_shuffle_epi32(s.cdgh, 0xB1);
+  uint32_t h[8];
+  _mm_storeu_si128((__m128i *)h, _mm_blend_epi16(t, u, 0xF0));
+  _mm_storeu_si128((__m128i *)(h + 4), _mm_alignr_epi8(u, t, 8));
+  for (int i = 0; i < 8; i++) {
+    out[4 * i] = (uint8_t)(h[i] >> 24);
+    out[4 * i + 1] = (uint8_t)(h[i] >> 16);
+    out[4 * i + 2] = (uint8_t)(h[i] >> 8);
+    out[4 * i + 3] = (uint8_t)h[i];
+  }
+}
+
+#define SHA_LOAD(p, i) _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)((p) + 16 * (i))), bswap)
+#define SHA_ROUNDS4(i, S, m)                                                                  \
+  do {                                                                                        \
+    __m128i k_ = _mm_add_epi32(m, _mm_loadu_si128((const __m128i *)&SHA256_K[i]));          \
+    S.cdgh = _mm_sha256rnds2_epu32(S.cdgh, S.abef, k_);                                       \
+    S.abef = _mm_sha256rnds2_epu32(S.abef, S.cdgh, _mm_shuffle_epi32(k_, 0x0e));             \
+  } while (0)
+#define SHA_NEXT(m0, m1, m2, m3) _mm_sha256msg2_epu32(_mm_add_epi32(_mm_sha256msg1_epu32(m0, m1), _mm_alignr_epi8(m3, m2, 4)), m3)
+
+/** One block into s; a second block into *t when t is not NULL, interleaved with the first. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void sha_blocks(ShaState *s, const uint8_t *p, ShaState *t, const uint8_t *q) {
+  const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  ShaState S = *s, T = t ? *t : *s;
+  const ShaState S0 = S, T0 = T;
+  if (!q) q = p; // the second lane then repeats the first block and is thrown away
+  __m128i m0 = SHA_LOAD(p, 0), m1 = SHA_LOAD(p, 1), m2 = SHA_LOAD(p, 2), m3 = SHA_LOAD(p, 3);
+  __m128i n0 = SHA_LOAD(q, 0), n1 = SHA_LOAD(q, 1), n2 = SHA_LOAD(q, 2), n3 = SHA_LOAD(q, 3);
+  for (int i = 0; i < 64; i += 16) {
+    SHA_ROUNDS4(i, S, m0);
+    SHA_ROUNDS4(i, T, n0);
+    SHA_ROUNDS4(i + 4, S, m1);
+    SHA_ROUNDS4(i + 4, T, n1);
+    SHA_ROUNDS4(i + 8, S, m2);
+    SHA_ROUNDS4(i + 8, T, n2);
+    SHA_ROUNDS4(i + 12, S, m3);
+    SHA_ROUNDS4(i + 12, T, n3);
+    if (i < 48) {
+      m0 = SHA_NEXT(m0, m1, m2, m3);
+      n0 = SHA_NEXT(n0, n1, n2, n3);
+      m1 = SHA_NEXT(m1, m2, m3, m0);
+      n1 = SHA_NEXT(n1, n2, n3, n0);
+      m2 = SHA_NEXT(m2, m3, m0, m1);
+      n2 = SHA_NEXT(n2, n3, n0, n1);
+      m3 = SHA_NEXT(m3, m0, m1, m2);
+      n3 = SHA_NEXT(n3, n0, n1, n2);
+    }
+  }
+  s->abef = _mm_add_epi32(S.abef, S0.abef);
+  s->cdgh = _mm_add_epi32(S.cdgh, S0.cdgh);
+  if (t) {
+    t->abef = _mm_add_epi32(T.abef, T0.abef);
+    t->cdgh = _mm_add_epi32(T.cdgh, T0.cdgh);
+  }
+}
+
+/** The padded message of an HMAC's inner hash (after the key block), 64 bytes at a time, across parts. */
+typedef struct {
+  const uint8_t *const *parts;
+  const size_t *lens;
+  size_t count, part, off, left; // left: message bytes not yet handed out
+  uint8_t buf[64], tail[128];
+  int tail_blocks, tail_at;
+} Feed;
+
+static void feed_init(Feed *f, const uint8_t *const *parts, const size_t *lens, size_t count) {
+  memset(f, 0, sizeof *f);
+  f->parts = parts;
+  f->lens = lens;
+  f->count = count;
+  for (size_t i = 0; i < count; i++) f->left += lens[i];
+  f->tail_blocks = -1;
+}
+
+static void feed_copy(Feed *f, uint8_t *dst, size_t n) {
+  while (n > 0) {
+    const size_t avail = f->lens[f->part] - f->off;
+    if (avail == 0) {
+      f->part++;
+      f->off = 0;
+      continue;
+    }
+    const size_t take = avail < n ? avail : n;
+    memcpy(dst, f->parts[f->part] + f->off, take);
+    f->off += take;
+    dst += take;
+    n -= take;
+  }
+}
+
+/** The next block, or NULL after the last; the message with the key block before it is `total` bytes. */
+static const uint8_t *feed_next(Feed *f, uint64_t total) {
+  if (f->left >= 64) {
+    f->left -= 64;
+    while (f->off == f->lens[f->part]) {
+      f->part++;
+      f->off = 0;
+    }
+    if (f->lens[f->part] - f->off >= 64) {
+      f->off += 64;
+      return f->parts[f->part] + f->off - 64;
+    }
+    feed_copy(f, f->buf, 64);
+    return f->buf;
+  }
+  if (f->tail_blocks < 0) { // the last bytes, 0x80, zeros and the bit length: one or two blocks
+    const size_t r = f->left;
+    memset(f->tail, 0, sizeof f->tail);
+    feed_copy(f, f->tail, r);
+    f->left = 0;
+    f->tail[r] = 0x80;
+    f->tail_blocks = r + 9 <= 64 ? 1 : 2;
+    const uint64_t bits = total * 8;
+    for (int i = 0; i < 8; i++) f->tail[64 * f->tail_blocks - 1 - i] = (uint8_t)(bits >> (8 * i));
+  }
+  return f->tail_at < f->tail_blocks ? f->tail + 64 * f->tail_at++ : NULL;
+}
+
+/** HMAC-SHA-256 of two messages (each a list of parts) at once. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void hmac2(const Keys *keys, const uint8_t *const *parts, const size_t *lens, size_t count_a,
+                                                              size_t count, uint8_t id_a[32], uint8_t id_b[32]) {
+  uint8_t pad[64];
+  ShaState iv = sha_load(SHA256_IV), inner = iv, outer = iv;
+  memset(pad, 0x36, 64);
+  for (int i = 0; i < 32; i++) pad[i] ^= keys->id_key[i];
+  sha_blocks(&inner, pad, NULL, NULL);
+  memset(pad, 0x5c, 64);
+  for (int i = 0; i < 32; i++) pad[i] ^= keys->id_key[i];
+  sha_blocks(&outer, pad, NULL, NULL);
+  OPENSSL_cleanse(pad, sizeof pad);
+
+  Feed fa, fb;
+  feed_init(&fa, parts, lens, count_a);
+  feed_init(&fb, parts + count_a, lens + count_a, count - count_a);
+  const uint64_t total_a = 64 + fa.left, total_b = 64 + fb.left;
+  ShaState a = inner, b = inner;
+  for (;;) {
+    const uint8_t *p = feed_next(&fa, total_a);
+    const uint8_t *q = p ? feed_next(&fb, total_b) : NULL;
+    if (!p || !q) {
+      if (p) sha_blocks(&a, p, NULL, NULL);
+      for (const uint8_t *r; (r = feed_next(&fa, total_a));) sha_blocks(&a, r, NULL, NULL);
+      for (const uint8_t *r; (r = feed_next(&fb, total_b));) sha_blocks(&b, r, NULL, NULL);
+      break;
+    }
+    sha_blocks(&a, p, &b, q);
+  }
+  // Outer hash: the key block, then the inner digest padded to one block (96 bytes in all).
+  uint8_t block[2][64];
+  memset(block, 0, sizeof block);
+  sha_store(a, block[0]);
+  sha_store(b, block[1]);
+  for (int k = 0; k < 2; k++) {
+    block[k][32] = 0x80;
+    block[k][62] = (96 * 8) >> 8;
+    block[k][63] = (uint8_t)(96 * 8);
+  }
+  ShaState oa = outer, ob = outer;
+  sha_blocks(&oa, block[0], &ob, block[1]);
+  sha_store(oa, id_a);
+  sha_store(ob, id_b);
+}
+#endif
+
+static bool hash2_fast;
+
+/** Both ids of an OP_HASH2 op: the first `split` parts are one chunk, the rest the other. */
+static void hmac_two(Op *op) {
+  const size_t split = (size_t)op->level;
+  if (split > op->part_count) {
+    op->error = "hash2: bad split";
+    return;
+  }
+#ifdef HAVE_HASH2
+  if (hash2_fast) return hmac2(op->keys, op->parts, op->part_lens, split, op->part_count, op->id, op->id2);
+#endif
+  HMAC_CTX *h = HMAC_CTX_new();
+  unsigned int n = 32;
+  int ok = h != NULL;
+  for (int k = 0; ok && k < 2; k++) {
+    const size_t from = k ? split : 0, to = k ? op->part_count : split;
+    ok = HMAC_Init_ex(h, op->keys->id_key, 32, EVP_sha256(), NULL) == 1;
+    for (size_t i = from; ok && i < to; i++) ok = HMAC_Update(h, op->parts[i], op->part_lens[i]) == 1;
+    ok = ok && HMAC_Final(h, k ? op->id2 : op->id, &n) == 1;
+  }
   HMAC_CTX_free(h);
   if (!ok) op->error = "hmac failed";
 }
@@ -409,6 +637,7 @@ static void do_open(Op *op) {
 static void run_op(Op *op) {
   switch (op->kind) {
     case OP_HASH: hmac_parts(op); break;
+    case OP_HASH2: hmac_two(op); break;
     case OP_SHA256: sha256_parts(op); break;
     case OP_SEAL: do_seal(op); break; // joins the parts itself, only when it compresses
     case OP_OPEN:
@@ -465,6 +694,11 @@ static void complete(napi_env env, napi_status status, void *data) {
     switch (op->kind) {
       case OP_HASH:
       case OP_SHA256: result = hex_id(env, op->id); break;
+      case OP_HASH2:
+        napi_create_array_with_length(env, 2, &result);
+        napi_set_element(env, result, 0, hex_id(env, op->id));
+        napi_set_element(env, result, 1, hex_id(env, op->id2));
+        break;
       case OP_SEAL: {
         napi_value sealed = take_output(env, op), flag;
         napi_get_boolean(env, op->compressed, &flag);
@@ -541,6 +775,8 @@ static napi_value queue_op(napi_env env, napi_callback_info info, OpKind kind, b
 
 /** hash(keys, data | parts) → Promise<hex id>. */
 static napi_value hash_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_HASH, true); }
+/** hash2(keys, [...partsOfA, ...partsOfB], partsOfA.length) → Promise<[idA, idB]>: two chunks' ids in one pass. */
+static napi_value hash2_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_HASH2, true); }
 /** seal(keys, data | parts, level) → Promise<{ sealed: Buffer, compressed: boolean }>. */
 static napi_value seal_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_SEAL, true); }
 /** open(keys, sealed, plainLength) → Promise<{ plain: Buffer, id: hex }>; rejects when damaged. */
@@ -653,10 +889,14 @@ static napi_value init(napi_env env, napi_value exports) {
   mallopt(M_ARENA_MAX, 2);
 #endif
   crc64_init();
+#ifdef HAVE_HASH2
+  hash2_fast = cpu_has_sha();
+#endif
   napi_property_descriptor props[] = {
       {"keys", NULL, create_keys, NULL, NULL, NULL, napi_default, NULL},
       {"scan", NULL, scan, NULL, NULL, NULL, napi_default, NULL},
       {"hash", NULL, hash_async, NULL, NULL, NULL, napi_default, NULL},
+      {"hash2", NULL, hash2_async, NULL, NULL, NULL, napi_default, NULL},
       {"hashSync", NULL, hash_sync, NULL, NULL, NULL, napi_default, NULL},
       {"seal", NULL, seal_async, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, open_async, NULL, NULL, NULL, napi_default, NULL},

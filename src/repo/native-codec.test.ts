@@ -15,6 +15,21 @@ describe('native codec', () => {
     }
   });
 
+  it('ids of requests waiting for the pool, hashed two at a time, match HMAC-SHA-256 at every padding edge', async () => {
+    const sizes = [0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 70_000, (1 << 20) + 37];
+    const blobs = sizes.flatMap((n) => [randomBytes(n), randomBytes(n)]);
+    // As pieces with edges inside and between blocks, and an empty piece: the codec walks them as one.
+    const asPieces = (b: Buffer) => [3, 3, 70, 200, 65_600].reduce<{ parts: Buffer[]; at: number }>(
+      (acc, end) => ({ parts: [...acc.parts, b.subarray(acc.at, Math.max(acc.at, Math.min(end, b.length)))], at: Math.max(acc.at, Math.min(end, b.length)) }),
+      { parts: [], at: 0 },
+    );
+    const ids = await Promise.all(blobs.map((b, i) => {
+      const { parts, at } = asPieces(b);
+      return codec.hash(i % 3 === 0 ? b : [...parts, b.subarray(at)]);
+    }));
+    expect(ids).toEqual(blobs.map(hmac));
+  });
+
   it('round-trips compressible, incompressible and tiny blobs, compressing only what pays', async () => {
     for (const [data, compresses] of [
       [text(1 << 20), true],

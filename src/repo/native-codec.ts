@@ -16,6 +16,16 @@ function byteLength(data: Input): number {
   return n;
 }
 
+function asParts(data: Input): readonly Uint8Array[] {
+  return Array.isArray(data) ? (data as readonly Uint8Array[]) : [data as Uint8Array];
+}
+
+interface HashRequest {
+  data: Input;
+  resolve: (id: string) => void;
+  reject: (err: unknown) => void;
+}
+
 /** Opaque handle to copies of the encryption and id keys, held in C memory. */
 type KeysHandle = { readonly __keys: unique symbol };
 
@@ -23,6 +33,8 @@ interface CodecAddon {
   keys(encKey: Buffer, idKey: Buffer): KeysHandle;
   scan(data: Uint8Array, from: number, stop: number, mask: number, gear: Int32Array, state: Int32Array): number;
   hash(keys: KeysHandle, data: Input): Promise<string>;
+  /** The ids of two blobs: parts[0, split) are the first, the rest the second. */
+  hash2(keys: KeysHandle, parts: readonly Uint8Array[], split: number): Promise<[string, string]>;
   hashSync(keys: KeysHandle, data: Input): string;
   seal(keys: KeysHandle, data: Input, level: number): Promise<SealResult>;
   open(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult>;
@@ -66,6 +78,8 @@ export class NativeCodec {
   private readonly addon = codecAddon();
   private readonly keys: KeysHandle;
   private running = 0;
+  /** hash() requests not started yet, oldest first. */
+  private readonly hashes: HashRequest[] = [];
   private readonly queue: (() => void)[] = [];
   private closed = false;
 
@@ -79,9 +93,38 @@ export class NativeCodec {
     return this.addon.hashSync(this.keys, data);
   }
 
-  /** HMAC-SHA-256 id of a blob, on the pool. `data` must not change until this settles. */
+  /**
+   * HMAC-SHA-256 id of a blob, on the pool. `data` must not change until this settles. Requests that
+   * wait for a slot are hashed two at a time: SHA-NI's round latency leaves room for a second message,
+   * so one thread hashes two chunks block by block ~1.4x as fast as one after the other.
+   */
   hash(data: Input): Promise<string> {
-    return this.run(() => this.addon.hash(this.keys, data));
+    let request!: HashRequest;
+    const id = new Promise<string>((resolve, reject) => (request = { data, resolve, reject }));
+    this.hashes.push(request);
+    this.run(() => this.hashWaiting()).catch((err: unknown) => {
+      const at = this.hashes.indexOf(request);
+      if (at >= 0) this.hashes.splice(at, 1);
+      request.reject(err); // closed
+    });
+    return id;
+  }
+
+  /** Hashes the oldest one or two waiting requests; nothing when an earlier pair took this one along. */
+  private async hashWaiting(): Promise<void> {
+    const first = this.hashes.shift();
+    if (!first) return;
+    const second = this.hashes.shift();
+    try {
+      if (!second) return first.resolve(await this.addon.hash(this.keys, first.data));
+      const a = asParts(first.data);
+      const [idA, idB] = await this.addon.hash2(this.keys, [...a, ...asParts(second.data)], a.length);
+      first.resolve(idA);
+      second.resolve(idB);
+    } catch (err) {
+      first.reject(err);
+      second?.reject(err);
+    }
   }
 
   /** Plain SHA-256 of the concatenated parts (a pack's name), on the pool. */
