@@ -50,7 +50,7 @@ describe('compression level per chunk', () => {
     expect(compressed).toBe(true);
     expect(sealed.length - SEAL_OVERHEAD).toBeLessThan(l3);
     expect(sealed.length - SEAL_OVERHEAD).toBeLessThanOrEqual(Math.ceil(l1 * 1.01));
-    expect((await codec.open(sealed, rows.length)).plain.equals(rows)).toBe(true);
+    expect((await codec.open(sealed, rows.length, 'blob R')).plain.equals(rows)).toBe(true);
   });
 
   it('keeps the configured level where it compresses better', async () => {
@@ -59,6 +59,6 @@ describe('compression level per chunk', () => {
     expect(zstdSize(text, 3), 'precondition: level 3 does better than level 1 on this text').toBeLessThan(l1);
     const { sealed } = await codec.seal(text, 3);
     expect(sealed.length - SEAL_OVERHEAD).toBeLessThan(l1);
-    expect((await codec.open(sealed, text.length)).plain.equals(text)).toBe(true);
+    expect((await codec.open(sealed, text.length, 'blob T')).plain.equals(text)).toBe(true);
   });
 });
