@@ -120,7 +120,7 @@ const SMALL_BLOB = 64 * 1024;
 const PACK_WRITES_AT_ONCE = 2;
 const SEGMENT_BYTES = 1024 * 1024;
 const HEX64 = /^[0-9a-f]{64}$/;
-/** Below this, hashing on the main thread is cheaper than a round trip to a worker. */
+/** Below this, hashing on the main thread is cheaper than a round trip to the thread pool. */
 const INLINE_HASH_BYTES = 64 * 1024;
 /** writeStream() batches writes smaller than STAGE_DIRECT into one STAGE_BYTES buffer before chunking them. */
 const STAGE_BYTES = 256 * 1024;

@@ -764,7 +764,7 @@ function sameEntry(e: TreeEntry, prev: TreeEntry | undefined): boolean {
     e.ino !== prev.ino ||
     (e.flags & ~FLAG_XATTRS) !== (prev.flags & ~FLAG_XATTRS) ||
     e.linkGroup !== undefined ||
-    prev.linkGroup ||
+    prev.linkGroup || // a decoded entry says 0 for "not hard-linked", a walked one leaves it unset
     !sameXattrs(e.xattrs, prev.xattrs)
   ) {
     return false;

@@ -23,7 +23,6 @@ import { parallel, runTool } from './tools.js';
 import { copyTo } from './copy.js';
 import { FORMAT, type PgMeta, tableStreamKey, SCHEMA_STREAM, LARGE_OBJECTS_STREAM, partQuery, partsFor } from './format.js';
 
-
 export class PgBackupSession implements BackupSession {
   private client: pg.Client | undefined;
   private snapshot: string | undefined;

@@ -108,7 +108,6 @@ export async function readRoles(client: pg.Client): Promise<RolesRecord> {
   };
 }
 
-
 export class PgClusterBackupSession implements BackupSession {
   private client: pg.Client | undefined;
   private sessions: { name: string; session: PgBackupSession }[] = [];
