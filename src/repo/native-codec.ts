@@ -43,6 +43,8 @@ interface CodecAddon {
   openSync(keys: KeysHandle, sealed: Uint8Array, plainLength: number): OpenResult;
   /** CRC-64/Jones (Redis's RDB and DUMP checksum) folded into state = [low, high] halves. */
   crc64(state: Int32Array, data: Uint8Array): void;
+  /** Returns free heap memory to the kernel (glibc; nothing elsewhere). */
+  trim(): void;
 }
 
 /**
@@ -175,5 +177,8 @@ export class NativeCodec {
   /** Refuses new work; operations already on the pool finish on their own. */
   close(): void {
     this.closed = true;
+    // The heap keeps freed blob memory for reuse while a repository is busy; a long-running worker
+    // should not hold it between jobs.
+    this.addon.trim();
   }
 }
