@@ -912,11 +912,11 @@ static napi_value init(napi_env env, napi_value exports) {
   // Blobs, pack reads and stream input are allocated and freed by the megabyte. With glibc's sliding
   // defaults many of them were mapped fresh or carved out of heap memory just trimmed back to the
   // kernel, so every page was faulted in again: storing 1.1 GB took 110k page faults, 1.1 GB unchanged
-  // 68k (half of the latter's system time). Now up to 32 MiB comes from the heap and up to 64 MiB free
+  // 68k (half of the latter's system time). Now up to 32 MiB comes from the heap and up to 32 MiB free
   // at its top is kept for the next blob (48k faults for the unchanged store, 32k of them scrypt's
   // own 128 MiB); trim() hands the rest back when a repository is closed.
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 32 << 20);
 #endif
   crc64_init();
 #ifdef HAVE_HASH2
