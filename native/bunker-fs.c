@@ -1,11 +1,13 @@
 // Linux file-system calls Node lacks, for the files engine (src/engines/files/native.ts):
 // nanosecond timestamps (utimensat), user xattrs (l*xattr), mknod for FIFOs and devices, and an
-// atomic directory swap (renameat2 RENAME_EXCHANGE). Paths are Buffers of raw bytes; symlinks are
-// never followed. Errors are thrown as Error objects with .code = "E..." and .errno like Node's fs.
+// atomic directory swap (renameat2 RENAME_EXCHANGE), and writeFiles (a batch of small new files
+// created on the thread pool in one trip). Paths are Buffers of raw bytes; symlinks are never
+// followed. Errors are thrown as Error objects with .code = "E..." and .errno like Node's fs.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <node_api.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -28,7 +31,7 @@
     }                                                                                                \
   } while (0)
 
-static napi_value throw_errno(napi_env env, int err, const char *syscall_name) {
+static napi_value errno_error(napi_env env, int err, const char *syscall_name) {
   char msg[256];
   snprintf(msg, sizeof msg, "%s: %s", syscall_name, strerror(err));
   const char *code = "EIO";
@@ -47,6 +50,11 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall_name) {
     case ERANGE: code = "ERANGE"; break;
     case ELOOP: code = "ELOOP"; break;
     case EXDEV: code = "EXDEV"; break;
+    case EISDIR: code = "EISDIR"; break;
+    case EROFS: code = "EROFS"; break;
+    case EDQUOT: code = "EDQUOT"; break;
+    case ENOMEM: code = "ENOMEM"; break;
+    case ECANCELED: code = "ECANCELED"; break;
   }
   napi_value error, code_v, msg_v, errno_v;
   napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &msg_v);
@@ -55,7 +63,11 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall_name) {
   napi_set_named_property(env, error, "code", code_v);
   napi_create_int32(env, -err, &errno_v);
   napi_set_named_property(env, error, "errno", errno_v);
-  napi_throw(env, error);
+  return error;
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall_name) {
+  napi_throw(env, errno_error(env, err, syscall_name));
   return NULL;
 }
 
@@ -226,6 +238,154 @@ static napi_value set_xattr(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// writeFiles(dir: Buffer, names: Buffer, data: Buffer, meta: Uint32Array, mtimes: BigInt64Array): Promise<void>
+// Creates a batch of new files in one directory on libuv's thread pool: one pool trip for up to
+// hundreds of small files instead of three to five per file. names: the files' names, each followed
+// by a NUL; data: their contents back to back; meta: per file [length, mode, flags, uid, gid] (flags:
+// 1 fchmod to mode, 2 fchown to uid/gid); mtimes: per file, nanoseconds (atime and mtime). Each file is
+// openat(dir, O_CREAT | O_EXCL | O_NOFOLLOW), written, fchown'ed, fchmod'ed, futimens'ed and closed;
+// the directory itself is opened O_DIRECTORY | O_NOFOLLOW. The first failure stops the batch and
+// rejects with .code/.errno/.syscall and .index (the file it failed on; -1: the directory).
+#define WF_META 5
+#define WF_CHMOD 1
+#define WF_CHOWN 2
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref refs[4];
+  char *dir;
+  const char *names;
+  const uint8_t *data;
+  const uint32_t *meta;
+  const int64_t *mtimes;
+  size_t count;
+  int err;
+  long index;
+  const char *syscall_name;
+} write_files_t;
+
+static void write_files_execute(napi_env env, void *arg) {
+  (void)env;
+  write_files_t *w = arg;
+  w->index = -1;
+  int dfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dfd < 0) {
+    w->err = errno, w->syscall_name = "open";
+    return;
+  }
+  const char *name = w->names;
+  const uint8_t *data = w->data;
+  for (size_t i = 0; i < w->count; i++) {
+    const uint32_t *m = w->meta + i * WF_META;
+    size_t left = m[0];
+    w->index = (long)i;
+    int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)(m[1] & 0777));
+    if (fd < 0) {
+      w->err = errno, w->syscall_name = "open";
+      break;
+    }
+    const uint8_t *p = data;
+    while (left > 0) {
+      ssize_t n = write(fd, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        w->err = n < 0 ? errno : EIO, w->syscall_name = "write";
+        break;
+      }
+      p += n, left -= (size_t)n;
+    }
+    if (!w->err && (m[2] & WF_CHOWN) && fchown(fd, (uid_t)m[3], (gid_t)m[4]) != 0) w->err = errno, w->syscall_name = "fchown";
+    if (!w->err && (m[2] & WF_CHMOD) && fchmod(fd, (mode_t)(m[1] & 07777)) != 0) w->err = errno, w->syscall_name = "fchmod";
+    if (!w->err) {
+      int64_t t = w->mtimes[i], s = t / 1000000000, ns = t % 1000000000;
+      if (ns < 0) ns += 1000000000, s -= 1;
+      struct timespec ts[2] = {{.tv_sec = s, .tv_nsec = ns}, {.tv_sec = s, .tv_nsec = ns}};
+      if (futimens(fd, ts) != 0) w->err = errno, w->syscall_name = "futimens";
+    }
+    if (close(fd) != 0 && !w->err && errno != EINTR) w->err = errno, w->syscall_name = "close";
+    if (w->err) break;
+    data += m[0];
+    name += strlen(name) + 1;
+  }
+  close(dfd);
+}
+
+static void write_files_complete(napi_env env, napi_status status, void *arg) {
+  write_files_t *w = arg;
+  if (status != napi_ok && !w->err) w->err = ECANCELED, w->syscall_name = "writeFiles";
+  if (w->err) {
+    napi_value error = errno_error(env, w->err, w->syscall_name), index, sys;
+    napi_create_int64(env, w->index, &index);
+    napi_set_named_property(env, error, "index", index);
+    napi_create_string_utf8(env, w->syscall_name, NAPI_AUTO_LENGTH, &sys);
+    napi_set_named_property(env, error, "syscall", sys);
+    napi_reject_deferred(env, w->deferred, error);
+  } else {
+    napi_value undef;
+    napi_get_undefined(env, &undef);
+    napi_resolve_deferred(env, w->deferred, undef);
+  }
+  for (int i = 0; i < 4; i++) napi_delete_reference(env, w->refs[i]);
+  napi_delete_async_work(env, w->work);
+  free(w->dir);
+  free(w);
+}
+
+static bool typed_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
+  bool is = false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t offset;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  if (napi_get_typedarray_info(env, v, &type, length, data, &ab, &offset) != napi_ok) return false;
+  return type == want;
+}
+
+static napi_value write_files(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) CHECK(napi_invalid_arg);
+  void *names, *data, *meta, *mtimes;
+  size_t names_len, data_len, meta_len, mtimes_len;
+  bool b1 = false, b2 = false;
+  if (napi_is_buffer(env, argv[1], &b1) != napi_ok || !b1 || napi_is_buffer(env, argv[2], &b2) != napi_ok || !b2 ||
+      napi_get_buffer_info(env, argv[1], &names, &names_len) != napi_ok ||
+      napi_get_buffer_info(env, argv[2], &data, &data_len) != napi_ok ||
+      !typed_array(env, argv[3], napi_uint32_array, &meta, &meta_len) ||
+      !typed_array(env, argv[4], napi_bigint64_array, &mtimes, &mtimes_len) || meta_len % WF_META != 0 ||
+      mtimes_len != meta_len / WF_META)
+    CHECK(napi_invalid_arg);
+  size_t count = mtimes_len;
+  // Every name: non-empty, no "/", NUL-terminated, exactly `count` of them; lengths add up to the data.
+  size_t at = 0, total = 0;
+  const char *nm = names;
+  for (size_t i = 0; i < count; i++) {
+    const char *end = at < names_len ? memchr(nm + at, 0, names_len - at) : NULL;
+    if (!end || end == nm + at || memchr(nm + at, '/', (size_t)(end - (nm + at))) != NULL) CHECK(napi_invalid_arg);
+    at = (size_t)(end - nm) + 1;
+    total += ((const uint32_t *)meta)[i * WF_META];
+  }
+  if (at != names_len || total != data_len) CHECK(napi_invalid_arg);
+  write_files_t *w = calloc(1, sizeof *w);
+  if (!w) return throw_errno(env, ENOMEM, "writeFiles");
+  w->dir = arg_path(env, argv[0]);
+  if (!w->dir) {
+    free(w);
+    CHECK(napi_invalid_arg);
+  }
+  w->names = names, w->data = data, w->meta = meta, w->mtimes = mtimes, w->count = count;
+  // The buffers stay referenced (alive) until the work is done.
+  for (int i = 0; i < 4; i++) napi_create_reference(env, argv[i + 1], 1, &w->refs[i]);
+  napi_value promise, resource_name;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, "bunker-fs:writeFiles", NAPI_AUTO_LENGTH, &resource_name);
+  napi_create_async_work(env, NULL, resource_name, write_files_execute, write_files_complete, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"utimens", NULL, utimens, NULL, NULL, NULL, napi_default, NULL},
@@ -233,6 +393,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"exchange", NULL, exchange, NULL, NULL, NULL, napi_default, NULL},
       {"userXattrs", NULL, user_xattrs, NULL, NULL, NULL, napi_default, NULL},
       {"setXattr", NULL, set_xattr, NULL, NULL, NULL, napi_default, NULL},
+      {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

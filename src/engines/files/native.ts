@@ -1,5 +1,6 @@
 // The small C addon (native/bunker-fs.c, built by `npm ci` through the root binding.gyp) for what
-// Node's fs lacks: nanosecond timestamps, user xattrs, mknod (FIFOs, devices) and RENAME_EXCHANGE.
+// Node's fs lacks: nanosecond timestamps, user xattrs, mknod (FIFOs, devices) and RENAME_EXCHANGE, and
+// batched creation of small files (one thread-pool trip for a directory's batch).
 import { loadNativeAddon } from '../../core/native-addon.js';
 
 export interface NativeFs {
@@ -12,6 +13,14 @@ export interface NativeFs {
   /** The "user." extended attributes of a path, not following symlinks. */
   userXattrs(path: Buffer): Array<[Buffer, Buffer]>;
   setXattr(path: Buffer, name: Buffer, value: Buffer): void;
+  /**
+   * Creates new files in directory `dir` on the thread pool, in one trip: `names` each followed by a
+   * NUL, `data` their contents back to back, `meta` per file [length, mode, flags (1 fchmod, 2 fchown),
+   * uid, gid], `mtimes` per file in nanoseconds (atime too). Each is opened O_CREAT | O_EXCL |
+   * O_NOFOLLOW relative to `dir` (itself opened O_NOFOLLOW), written, fchown'ed, fchmod'ed, futimens'ed
+   * and closed. Rejects at the first failure with .code, .errno, .syscall and .index (-1: the directory).
+   */
+  writeFiles(dir: Buffer, names: Buffer, data: Buffer, meta: Uint32Array, mtimes: BigInt64Array): Promise<void>;
 }
 
 let loaded: NativeFs | undefined;

@@ -24,6 +24,7 @@ const BATCH_BYTES = 1 << 20;
 const BATCH_FILES = 256;
 const BLOCK = 4096;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
+const NUL = Buffer.alloc(1);
 const ENTRY_FANOUT = 8;
 const FILE_WRITES = 16;
 const STAGE_MARK = '.bunker-stage-';
@@ -255,11 +256,57 @@ export class FilesRestoreSession implements RestoreSession {
     if (this.ctx.signal.aborted) throw new BunkerError('aborted', 'the restore was cancelled');
     const entries = await this.readTree(id, where);
     const batches = new BatchReader(entries, this.ctx.repo);
-    await mapLimit(entries, ENTRY_FANOUT, (e) => this.restoreEntry(e, joinPath(dir, e.name), childWhere(where, e.name), batches.contents(e)));
+    const others = entries.filter((e) => !batches.has(e));
+    // Both settle before an error is passed on, so nothing is still writing when abort() removes the stage.
+    const [small, rest] = await Promise.allSettled([
+      this.writeBatches(batches, dir),
+      mapLimit(others, ENTRY_FANOUT, (e) => this.restoreEntry(e, joinPath(dir, e.name), childWhere(where, e.name))),
+    ]);
+    if (small.status === 'rejected') throw small.reason;
+    if (rest.status === 'rejected') throw rest.reason;
+  }
+
+  /**
+   * Writes a directory's batched small files: each batch is created, written, chowned, chmodded and
+   * timestamped by one native call on the thread pool, while the next batch is read from the repository.
+   */
+  private async writeBatches(batches: BatchReader, dir: Buffer): Promise<void> {
+    for (let b = 0; b < batches.count; b++) {
+      if (this.ctx.signal.aborted) throw new BunkerError('aborted', 'the restore was cancelled');
+      const { files, data } = await batches.take(b);
+      const meta = new Uint32Array(files.length * 5);
+      const mtimes = new BigInt64Array(files.length);
+      const names: Buffer[] = [];
+      for (let i = 0; i < files.length; i++) {
+        const e = files[i]!;
+        const { chown, chmod } = this.metaCalls(e);
+        meta[i * 5] = e.content?.size ?? 0;
+        meta[i * 5 + 1] = e.mode;
+        meta[i * 5 + 2] = (chmod ? 1 : 0) | (chown ? 2 : 0);
+        meta[i * 5 + 3] = e.uid;
+        meta[i * 5 + 4] = e.gid;
+        mtimes[i] = e.mtimeNs;
+        names.push(e.name, NUL);
+      }
+      try {
+        await this.native.writeFiles(dir, Buffer.concat(names), data, meta, mtimes);
+      } catch (err) {
+        throw batchError(err, dir, files);
+      }
+      this.count(data.length);
+    }
+  }
+
+  /** Whether a new file needs fchown and fchmod after it is created with mode & 0o777 (minus the umask). */
+  private metaCalls(e: TreeEntry): { chown: boolean; chmod: boolean } {
+    // A new file already has our uid/gid (its staging parent is 0700, never setgid) and mode & ~umask:
+    // skip the calls that would not change anything, which is most files.
+    const chown = this.asRoot && !(this.freshParents && e.uid === this.euid && e.gid === this.egid);
+    return { chown, chmod: chown || (e.mode & ~0o777) !== 0 || (e.mode & ~this.umask) !== e.mode };
   }
 
   /** Creates one entry at `path` (which does not exist) and everything below it. */
-  private async restoreEntry(e: TreeEntry, path: Buffer, where: string, data?: Promise<Buffer>): Promise<void> {
+  private async restoreEntry(e: TreeEntry, path: Buffer, where: string): Promise<void> {
     switch (e.type) {
       case 'dir':
         await fsp.mkdir(path, { mode: 0o700 });
@@ -267,7 +314,7 @@ export class FilesRestoreSession implements RestoreSession {
         await this.applyMeta(path, e);
         return;
       case 'file':
-        await this.restoreFile(e, path, data);
+        await this.restoreFile(e, path);
         return;
       case 'symlink':
         // Created as a link and never followed: nothing below it is ever written (names cannot hold "/").
@@ -295,31 +342,31 @@ export class FilesRestoreSession implements RestoreSession {
     }
   }
 
-  private async restoreFile(e: TreeEntry, path: Buffer, data?: Promise<Buffer>): Promise<void> {
+  private async restoreFile(e: TreeEntry, path: Buffer): Promise<void> {
     if (e.linkGroup) {
       const first = this.links.get(e.linkGroup);
       if (first) {
         await fsp.link((await first).path, path);
         return;
       }
-      const write = this.writeFile(e, path, data).then(async () => ({ path, ino: (await fsp.lstat(path, { bigint: true })).ino }));
+      const write = this.writeFile(e, path).then(async () => ({ path, ino: (await fsp.lstat(path, { bigint: true })).ino }));
       this.links.set(e.linkGroup, write);
       await write;
       return;
     }
-    await this.writeFile(e, path, data);
+    await this.writeFile(e, path);
   }
 
   /**
    * Writes a file's contents and metadata at a path that must not exist yet (O_EXCL, never following
-   * links). `data`: the contents when its directory's batch fetched them.
+   * links). Small files of a directory being created go through writeBatches() instead.
    */
-  private async writeFile(e: TreeEntry, path: Buffer, data?: Promise<Buffer>): Promise<void> {
+  private async writeFile(e: TreeEntry, path: Buffer): Promise<void> {
     await this.writes(async () => {
       const content = e.content ?? { size: 0, chunks: [] };
       const sparse = (e.flags & FLAG_SPARSE) !== 0;
       // Small files are fetched before the file is created: no descriptor is held while the repository reads.
-      const whole = data ? await data : content.size > 0 && content.size <= SMALL_FILE ? await this.ctx.repo.readBuffer(content) : undefined;
+      const whole = content.size > 0 && content.size <= SMALL_FILE ? await this.ctx.repo.readBuffer(content) : undefined;
       const now = whole !== undefined && !sparse && whole.length <= THREAD_WRITE_BYTES && (await this.onThread.ready());
       const flags = FS.O_WRONLY | FS.O_CREAT | FS.O_EXCL | FS.O_NOFOLLOW;
       const fd = now ? this.onThread.run(() => openSync(path, flags, e.mode & 0o777)) : await io.open(path, flags, e.mode & 0o777);
@@ -340,11 +387,9 @@ export class FilesRestoreSession implements RestoreSession {
           });
         }
         if (sparse) await io.ftruncate(fd, content.size); // a trailing hole leaves the size short otherwise
-        // A new file already has our uid/gid (its staging parent is 0700, never setgid) and mode & ~umask:
-        // skip the calls that would not change anything, which is most files.
-        const chown = this.asRoot && !(this.freshParents && e.uid === this.euid && e.gid === this.egid);
+        const { chown, chmod } = this.metaCalls(e);
         if (chown) await io.fchown(fd, e.uid, e.gid);
-        if (chown || (e.mode & ~0o777) !== 0 || (e.mode & ~this.umask) !== e.mode) await io.fchmod(fd, e.mode);
+        if (chmod) await io.fchmod(fd, e.mode);
       } finally {
         if (now) this.onThread.run(() => closeSync(fd));
         else await io.close(fd);
@@ -539,12 +584,12 @@ async function fsyncDir(path: string): Promise<void> {
 /**
  * The small files of one directory, fetched in batches: one readStream() over a batch's chunks reads
  * each run of blobs lying back to back in a pack (small files of a directory are stored in order)
- * with one ranged read, instead of a pack read per file. A batch is fetched when its first file is
- * written, together with the next batch, so at most two batches per directory are in memory.
+ * with one ranged read, instead of a pack read per file. take(b) returns batch b and starts reading
+ * batch b + 1, so at most two batches per directory are in memory.
  */
 class BatchReader {
-  private readonly batches: Array<{ files: TreeEntry[]; size: number; left: number; data?: Promise<Buffer[]> }> = [];
-  private readonly slot = new Map<TreeEntry, [number, number]>();
+  private readonly batches: Array<{ files: TreeEntry[]; size: number; data?: Promise<Buffer> }> = [];
+  private readonly members = new Set<TreeEntry>();
 
   constructor(
     entries: TreeEntry[],
@@ -553,53 +598,64 @@ class BatchReader {
     let current: (typeof this.batches)[number] | undefined;
     for (const e of entries) {
       const size = e.content?.size ?? 0;
-      // Hard-linked files are left out: all names but the first are links, and read nothing.
-      if (e.type !== 'file' || e.linkGroup || size === 0 || size > BATCH_BYTES) continue;
+      // Left out: hard links (all names but the first are links; restoreFile keeps that bookkeeping),
+      // sparse files (holes are skipped block by block), files with xattrs, and large files.
+      if (e.type !== 'file' || e.linkGroup || (e.flags & FLAG_SPARSE) !== 0 || e.xattrs?.length || size > BATCH_BYTES) continue;
       if (!current || current.size + size > BATCH_BYTES || current.files.length >= BATCH_FILES) {
-        this.batches.push((current = { files: [], size: 0, left: 0 }));
+        this.batches.push((current = { files: [], size: 0 }));
       }
-      this.slot.set(e, [this.batches.length - 1, current.files.length]);
+      this.members.add(e);
       current.files.push(e);
       current.size += size;
-      current.left++;
     }
   }
 
-  /** The contents of a batched file (undefined for other entries). Each entry is asked for once. */
-  contents(e: TreeEntry): Promise<Buffer> | undefined {
-    const at = this.slot.get(e);
-    if (!at) return undefined;
-    this.slot.delete(e);
-    const [b, i] = at;
-    const batch = this.batches[b]!;
-    const data = this.fetch(b);
-    if (b + 1 < this.batches.length) void this.fetch(b + 1).catch(() => {}); // read ahead; errors surface when used
-    if (--batch.left === 0) batch.data = undefined; // the last file of the batch holds the only reference now
-    const mine = data.then((parts) => parts[i]!);
-    mine.catch(() => {}); // awaited by writeFile, maybe only after a wait for a write slot
-    return mine;
+  get count(): number {
+    return this.batches.length;
   }
 
-  private fetch(b: number): Promise<Buffer[]> {
+  has(e: TreeEntry): boolean {
+    return this.members.has(e);
+  }
+
+  /** Batch b's files and their contents back to back; starts reading batch b + 1. Each batch is taken once. */
+  async take(b: number): Promise<{ files: TreeEntry[]; data: Buffer }> {
     const batch = this.batches[b]!;
-    if (batch.data || batch.left === 0) return batch.data ?? Promise.resolve([]);
+    const data = this.fetch(b);
+    batch.data = undefined;
+    if (b + 1 < this.batches.length) void this.fetch(b + 1).catch(() => {}); // read ahead; errors surface when taken
+    return { files: batch.files, data: await data };
+  }
+
+  private fetch(b: number): Promise<Buffer> {
+    const batch = this.batches[b]!;
+    if (batch.data) return batch.data;
     const { files, size } = batch;
     batch.data = (async () => {
+      if (size === 0) return Buffer.alloc(0);
       const whole = Buffer.allocUnsafe(size);
       let got = 0;
-      for await (const part of this.repo.readStream({ size, chunks: files.flatMap((f) => f.content!.chunks) })) {
+      for await (const part of this.repo.readStream({ size, chunks: files.flatMap((f) => f.content?.chunks ?? []) })) {
         (part as Buffer).copy(whole, got);
         got += (part as Buffer).length;
       }
-      // readStream() checked the total; each file gets its own slice of the batch, in order.
-      const out: Buffer[] = [];
-      let pos = 0;
-      for (const f of files) {
-        out.push(whole.subarray(pos, pos + f.content!.size));
-        pos += f.content!.size;
-      }
-      return out;
+      // readStream() checked the total against `size`: each file's bytes follow the previous file's.
+      return whole;
     })();
     return batch.data;
   }
+}
+
+/** The error of a failed writeFiles() batch, naming the file (or directory) it failed on, like Node's fs errors. */
+function batchError(err: unknown, dir: Buffer, files: TreeEntry[]): unknown {
+  const e = err as NodeJS.ErrnoException & { index?: number };
+  if (typeof e?.index !== 'number' || !e.code) return err;
+  const file = files[e.index];
+  const path = file ? joinPath(dir, file.name) : dir;
+  return Object.assign(new Error(`${e.code}: ${e.syscall ?? 'write'} failed for ${showPath(path)}`), {
+    code: e.code,
+    errno: e.errno,
+    syscall: e.syscall,
+    path: path.toString(),
+  });
 }
