@@ -102,7 +102,7 @@ export class PgRestoreSession implements RestoreSession {
     schemaSaved.catch(() => {}); // awaited below
     let loaders: Promise<pg.Client[]> | undefined;
     try {
-      await this.withAdmin(async (admin) => {
+      await this.admin(async (admin) => {
         // Leftovers of a killed run: an unfinished shadow, or a displaced database whose swap succeeded.
         await admin.query(`DROP DATABASE IF EXISTS ${ident(shadow)} WITH (FORCE)`);
         await admin.query(`DROP DATABASE IF EXISTS ${ident(old)} WITH (FORCE)`);
@@ -122,7 +122,7 @@ export class PgRestoreSession implements RestoreSession {
         );
       });
       this.staged = true;
-      if (this.meta.settings?.length || this.meta.comment) await this.withAdmin((admin) => this.applyDatabaseProperties(admin, shadow));
+      if (this.meta.settings?.length || this.meta.comment) await this.admin((admin) => this.applyDatabaseProperties(admin, shadow));
       log.info(`postgresql restore: building ${this.target.database} in shadow database ${shadow}`);
 
       // The shadow is private until the swap: no need to wait for each commit's WAL flush (the swap's
@@ -179,7 +179,7 @@ export class PgRestoreSession implements RestoreSession {
     const { shadow, old } = this.names;
     const target = this.target.database;
     const { log } = this.ctx;
-    await this.withAdmin(async (admin) => {
+    await this.admin(async (admin) => {
       const exists = (await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [target])).rowCount === 1;
       for (let attempt = 1; ; attempt++) {
         try {
@@ -381,7 +381,7 @@ export class PgRestoreSession implements RestoreSession {
   }
 
   private async rolesMissingFlags(): Promise<string[]> {
-    const missing = await this.withAdmin((admin) => this.missingRoles(admin));
+    const missing = await this.admin((admin) => this.missingRoles(admin));
     // Grants to roles that don't exist would fail the load; with no_owner they are left out.
     return missing.length ? ['--no-acl'] : [];
   }
@@ -413,6 +413,15 @@ export class PgRestoreSession implements RestoreSession {
       cause: lastErr,
       hint: 'Check that the server is running and that the user may connect to the postgres or template1 database.',
     });
+  }
+
+  /**
+   * Runs `fn` on the connection that holds the target's lock (a maintenance-database connection, as
+   * connectAdmin() opens it), so stage() and commit() don't each start another backend; on a fresh one
+   * when there is none.
+   */
+  private async admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    return this.lockClient ? fn(this.lockClient) : this.withAdmin(fn);
   }
 
   private async withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
