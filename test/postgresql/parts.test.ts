@@ -51,4 +51,17 @@ describe('postgresql ctid ranges', () => {
     for (let part = 0; part < 2; part++) n += Number((await client.query(`SELECT count(*) AS n FROM ${partQuery(t, part)} s`)).rows[0].n);
     expect(n).toBe(25000);
   });
+
+  it('reads through the select list when there is one, whole or in ranges', async () => {
+    await client.query("CREATE TABLE padded (id int, c char(8)); INSERT INTO padded SELECT g, 'p' FROM generate_series(1, 10) g");
+    const whole = { qualified: 'public.padded', columns: 'id, c', select: 'id, c::pg_catalog.text', pages: 1, parts: 1 };
+    expect((await client.query(`SELECT DISTINCT c FROM ${partQuery(whole, 0)} s`)).rows).toEqual([{ c: 'p' }]);
+    const split = { ...whole, parts: 2 };
+    const rows = [0, 1].map((part) => client.query(`SELECT c FROM ${partQuery(split, part)} s`));
+    const all = (await Promise.all(rows)).flatMap((r) => r.rows);
+    expect(all).toHaveLength(10);
+    expect(new Set(all.map((r) => r.c))).toEqual(new Set(['p']));
+    // Without a select list, char(n) comes out padded.
+    expect((await client.query(`SELECT DISTINCT c FROM ${partQuery({ ...whole, select: undefined, parts: 2 }, 1)} s`)).rows).toEqual([{ c: 'p       ' }]);
+  });
 });

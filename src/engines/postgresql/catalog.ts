@@ -9,6 +9,12 @@ export interface TableEntry {
   name: string;
   /** Comma-separated, quoted column list without generated columns (they are recomputed on load). */
   columns: string;
+  /**
+   * What COPY TO selects when that differs from `columns`: a char(n) column as `::text`, which drops
+   * its blank padding (pgbench's 84-blank filler was 87 % of its table's COPY text); the load pads the
+   * value back to n characters, so the stored value is the same. Absent when there is no char(n) column.
+   */
+  select?: string;
   /** On-disk size at backup time, to copy the largest tables first. */
   bytes: number;
   /** Pages of the main fork: where the ctid ranges of a split table fall. */
@@ -73,6 +79,11 @@ export async function listTables(client: pg.Client): Promise<TableEntry[]> {
            n.nspname AS schema, c.relname AS name,
            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
+           (SELECT string_agg(quote_ident(a.attname) ||
+                     CASE WHEN a.atttypid = 'pg_catalog.bpchar'::pg_catalog.regtype AND a.atttypmod > 0 THEN '::pg_catalog.text' ELSE '' END,
+                   ', ' ORDER BY a.attnum) FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+             HAVING bool_or(a.atttypid = 'pg_catalog.bpchar'::pg_catalog.regtype AND a.atttypmod > 0)) AS select_list,
            pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0) AS bytes,
            pg_relation_size(c.oid) / current_setting('block_size')::int AS pages
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -83,6 +94,7 @@ export async function listTables(client: pg.Client): Promise<TableEntry[]> {
     schema: r.schema,
     name: r.name,
     columns: r.columns ?? '',
+    ...(r.select_list ? { select: r.select_list as string } : {}),
     bytes: Number(r.bytes),
     pages: Number(r.pages),
     parts: 1,

@@ -34,13 +34,16 @@ export function partStart(t: { pages: number; parts: number }, part: number): nu
   return Math.floor((part * t.pages) / t.parts);
 }
 
-/** The row source of one part: the whole table, or one ctid range of it (the last range is open-ended). */
-export function partQuery(t: { qualified: string; columns: string; pages: number; parts: number }, part: number): string {
+/**
+ * The row source of one part: the whole table, or one ctid range of it (the last range is open-ended).
+ * A table with char(n) columns is read through a query that drops their blank padding (`select`).
+ */
+export function partQuery(t: { qualified: string; columns: string; select?: string; pages: number; parts: number }, part: number): string {
   const columns = t.columns ? ` (${t.columns})` : '';
-  if (t.parts <= 1) return `${t.qualified}${columns}`;
+  if (t.parts <= 1) return t.select ? `(SELECT ${t.select} FROM ONLY ${t.qualified})` : `${t.qualified}${columns}`;
   const from = `ctid >= '(${partStart(t, part)},0)'::tid`;
   const to = part < t.parts - 1 ? ` AND ctid < '(${partStart(t, part + 1)},0)'::tid` : '';
-  return `(SELECT ${t.columns} FROM ONLY ${t.qualified} WHERE ${from}${to})`;
+  return `(SELECT ${t.select ?? t.columns} FROM ONLY ${t.qualified} WHERE ${from}${to})`;
 }
 
 export interface PgMeta {
