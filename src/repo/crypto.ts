@@ -1,7 +1,8 @@
 // Authenticated encryption and key derivation. Every stored object (blob, pack header, index, snapshot,
 // config) is sealed as nonce(12) ‖ AES-256-GCM ciphertext ‖ tag(16) with a random nonce.
-import { createCipheriv, createDecipheriv, randomBytes, scrypt } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { BunkerError } from '../core/index.js';
+import { codecAddon } from './native-codec.js';
 
 export const NONCE_BYTES = 12;
 export const TAG_BYTES = 16;
@@ -78,10 +79,10 @@ export const PRODUCTION_SCRYPT: ScryptParams = { N: 1 << 17, r: 8, p: 1 };
 /** For tests only (BUNKER_INSECURE_FAST_KDF=1): a few milliseconds. */
 export const FAST_SCRYPT: ScryptParams = { N: 1 << 10, r: 8, p: 1 };
 
+/**
+ * scrypt on the thread pool, computed by the native codec over a table in huge pages (node:crypto's
+ * scrypt gives the same bytes, 2-2.5x slower in a virtual machine; see native/bunker-codec.c).
+ */
 export function deriveKey(password: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scrypt(password.normalize('NFC'), salt, 32, { ...params, maxmem: 256 * params.N * params.r + (1 << 20) }, (err, key) =>
-      err ? reject(err) : resolve(key),
-    );
-  });
+  return codecAddon().scrypt(Buffer.from(password.normalize('NFC'), 'utf8'), salt, params.N, params.r, params.p, 32);
 }

@@ -85,7 +85,9 @@ export async function unlockKeySlots(
       continue; // a damaged slot does not stop another from opening
     }
     const { N, r, p } = slot.kdf;
-    if (![N, r, p].every((n) => Number.isInteger(n) && n > 0) || N > 1 << 22 || r * p > 64) continue;
+    // Parameters a damaged or hostile slot could hold: skipped, as a damaged slot is.
+    const sane = [N, r, p].every((n) => Number.isInteger(n) && n > 0) && N >= 2 && (N & (N - 1)) === 0 && 128 * N * r <= 2 ** 30 && r * p <= 64;
+    if (!sane) continue;
     const kek = await deriveKey(password, Buffer.from(slot.kdf.salt, 'base64'), { N, r, p });
     const material = tryOpen(kek, Buffer.from(slot.wrapped, 'base64'));
     if (!material || material.length !== 96) continue;
