@@ -238,25 +238,33 @@ static napi_value set_xattr(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// writeFiles(dir: Buffer, names: Buffer, data: Buffer, meta: Uint32Array, mtimes: BigInt64Array): Promise<void>
+// writeFiles(dir: Buffer, names: Buffer, parts: Buffer[], meta: Uint32Array, mtimes: BigInt64Array): Promise<void>
 // Creates a batch of new files in one directory on libuv's thread pool: one pool trip for up to
 // hundreds of small files instead of three to five per file. names: the files' names, each followed
-// by a NUL; data: their contents back to back; meta: per file [length, mode, flags, uid, gid] (flags:
-// 1 fchmod to mode, 2 fchown to uid/gid); mtimes: per file, nanoseconds (atime and mtime). Each file is
-// openat(dir, O_CREAT | O_EXCL | O_NOFOLLOW), written, fchown'ed, fchmod'ed, futimens'ed and closed;
-// the directory itself is opened O_DIRECTORY | O_NOFOLLOW. The first failure stops the batch and
-// rejects with .code/.errno/.syscall and .index (the file it failed on; -1: the directory).
+// by a NUL; parts: their contents back to back, in pieces that need not line up with the files (the
+// blobs as the repository returned them, so nothing is joined); meta: per file [length, mode, flags,
+// uid, gid] (flags: 1 fchmod to mode, 2 fchown to uid/gid); mtimes: per file, nanoseconds (atime and
+// mtime). Each file is openat(dir, O_CREAT | O_EXCL | O_NOFOLLOW), written, fchown'ed, fchmod'ed,
+// futimens'ed and closed; the directory itself is opened O_DIRECTORY | O_NOFOLLOW. The first failure
+// stops the batch and rejects with .code/.errno/.syscall and .index (the file; -1: the directory).
 #define WF_META 5
 #define WF_CHMOD 1
 #define WF_CHOWN 2
 
 typedef struct {
+  const uint8_t *base;
+  size_t len;
+} wf_part_t;
+
+typedef struct {
   napi_async_work work;
   napi_deferred deferred;
-  napi_ref refs[4];
+  napi_ref names_ref, meta_ref, mtimes_ref;
+  napi_ref *part_refs;
+  wf_part_t *parts;
+  size_t part_count;
   char *dir;
   const char *names;
-  const uint8_t *data;
   const uint32_t *meta;
   const int64_t *mtimes;
   size_t count;
@@ -275,7 +283,7 @@ static void write_files_execute(napi_env env, void *arg) {
     return;
   }
   const char *name = w->names;
-  const uint8_t *data = w->data;
+  size_t part = 0, at = 0;  // the next byte: parts[part].base[at]
   for (size_t i = 0; i < w->count; i++) {
     const uint32_t *m = w->meta + i * WF_META;
     size_t left = m[0];
@@ -285,15 +293,17 @@ static void write_files_execute(napi_env env, void *arg) {
       w->err = errno, w->syscall_name = "open";
       break;
     }
-    const uint8_t *p = data;
     while (left > 0) {
-      ssize_t n = write(fd, p, left);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        w->err = n < 0 ? errno : EIO, w->syscall_name = "write";
+      while (at == w->parts[part].len) part++, at = 0;  // lengths were checked: the parts hold every byte
+      size_t n = w->parts[part].len - at;
+      if (n > left) n = left;
+      ssize_t done = write(fd, w->parts[part].base + at, n);
+      if (done < 0 && errno == EINTR) continue;
+      if (done <= 0) {
+        w->err = done < 0 ? errno : EIO, w->syscall_name = "write";
         break;
       }
-      p += n, left -= (size_t)n;
+      at += (size_t)done, left -= (size_t)done;
     }
     if (!w->err && (m[2] & WF_CHOWN) && fchown(fd, (uid_t)m[3], (gid_t)m[4]) != 0) w->err = errno, w->syscall_name = "fchown";
     if (!w->err && (m[2] & WF_CHMOD) && fchmod(fd, (mode_t)(m[1] & 07777)) != 0) w->err = errno, w->syscall_name = "fchmod";
@@ -305,10 +315,22 @@ static void write_files_execute(napi_env env, void *arg) {
     }
     if (close(fd) != 0 && !w->err && errno != EINTR) w->err = errno, w->syscall_name = "close";
     if (w->err) break;
-    data += m[0];
     name += strlen(name) + 1;
   }
   close(dfd);
+}
+
+static void write_files_free(napi_env env, write_files_t *w) {
+  if (w->names_ref) napi_delete_reference(env, w->names_ref);
+  if (w->meta_ref) napi_delete_reference(env, w->meta_ref);
+  if (w->mtimes_ref) napi_delete_reference(env, w->mtimes_ref);
+  for (size_t i = 0; w->part_refs && i < w->part_count; i++) {
+    if (w->part_refs[i]) napi_delete_reference(env, w->part_refs[i]);
+  }
+  free(w->part_refs);
+  free(w->parts);
+  free(w->dir);
+  free(w);
 }
 
 static void write_files_complete(napi_env env, napi_status status, void *arg) {
@@ -326,10 +348,8 @@ static void write_files_complete(napi_env env, napi_status status, void *arg) {
     napi_get_undefined(env, &undef);
     napi_resolve_deferred(env, w->deferred, undef);
   }
-  for (int i = 0; i < 4; i++) napi_delete_reference(env, w->refs[i]);
   napi_delete_async_work(env, w->work);
-  free(w->dir);
-  free(w);
+  write_files_free(env, w);
 }
 
 static bool typed_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
@@ -347,19 +367,19 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 5) CHECK(napi_invalid_arg);
-  void *names, *data, *meta, *mtimes;
-  size_t names_len, data_len, meta_len, mtimes_len;
-  bool b1 = false, b2 = false;
-  if (napi_is_buffer(env, argv[1], &b1) != napi_ok || !b1 || napi_is_buffer(env, argv[2], &b2) != napi_ok || !b2 ||
-      napi_get_buffer_info(env, argv[1], &names, &names_len) != napi_ok ||
-      napi_get_buffer_info(env, argv[2], &data, &data_len) != napi_ok ||
+  void *names, *meta, *mtimes;
+  size_t names_len, meta_len, mtimes_len;
+  bool is_buf = false, is_array = false;
+  uint32_t part_count = 0;
+  if (napi_is_buffer(env, argv[1], &is_buf) != napi_ok || !is_buf || napi_get_buffer_info(env, argv[1], &names, &names_len) != napi_ok ||
+      napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[2], &part_count) != napi_ok ||
       !typed_array(env, argv[3], napi_uint32_array, &meta, &meta_len) ||
       !typed_array(env, argv[4], napi_bigint64_array, &mtimes, &mtimes_len) || meta_len % WF_META != 0 ||
       mtimes_len != meta_len / WF_META)
     CHECK(napi_invalid_arg);
   size_t count = mtimes_len;
-  // Every name: non-empty, no "/", NUL-terminated, exactly `count` of them; lengths add up to the data.
-  size_t at = 0, total = 0;
+  // Every name: non-empty, no "/", NUL-terminated, exactly `count` of them; lengths add up to the parts.
+  size_t at = 0, total = 0, part_bytes = 0;
   const char *nm = names;
   for (size_t i = 0; i < count; i++) {
     const char *end = at < names_len ? memchr(nm + at, 0, names_len - at) : NULL;
@@ -367,17 +387,34 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
     at = (size_t)(end - nm) + 1;
     total += ((const uint32_t *)meta)[i * WF_META];
   }
-  if (at != names_len || total != data_len) CHECK(napi_invalid_arg);
+  if (at != names_len) CHECK(napi_invalid_arg);
   write_files_t *w = calloc(1, sizeof *w);
   if (!w) return throw_errno(env, ENOMEM, "writeFiles");
+  w->parts = calloc(part_count + 1, sizeof *w->parts);
+  w->part_refs = calloc(part_count + 1, sizeof *w->part_refs);
+  w->part_count = part_count;
   w->dir = arg_path(env, argv[0]);
-  if (!w->dir) {
-    free(w);
+  bool ok = w->parts && w->part_refs && w->dir;
+  for (uint32_t i = 0; ok && i < part_count; i++) {
+    napi_value v;
+    void *data;
+    size_t len;
+    ok = napi_get_element(env, argv[2], i, &v) == napi_ok && napi_is_buffer(env, v, &is_buf) == napi_ok && is_buf &&
+         napi_get_buffer_info(env, v, &data, &len) == napi_ok;
+    if (!ok) break;
+    w->parts[i].base = data, w->parts[i].len = len;
+    part_bytes += len;
+    // Each piece stays referenced (alive) until the work is done, whatever happens to the array.
+    ok = napi_create_reference(env, v, 1, &w->part_refs[i]) == napi_ok;
+  }
+  if (!ok || part_bytes != total) {
+    write_files_free(env, w);
     CHECK(napi_invalid_arg);
   }
-  w->names = names, w->data = data, w->meta = meta, w->mtimes = mtimes, w->count = count;
-  // The buffers stay referenced (alive) until the work is done.
-  for (int i = 0; i < 4; i++) napi_create_reference(env, argv[i + 1], 1, &w->refs[i]);
+  w->names = names, w->meta = meta, w->mtimes = mtimes, w->count = count;
+  napi_create_reference(env, argv[1], 1, &w->names_ref);
+  napi_create_reference(env, argv[3], 1, &w->meta_ref);
+  napi_create_reference(env, argv[4], 1, &w->mtimes_ref);
   napi_value promise, resource_name;
   napi_create_promise(env, &w->deferred, &promise);
   napi_create_string_utf8(env, "bunker-fs:writeFiles", NAPI_AUTO_LENGTH, &resource_name);

@@ -18,7 +18,8 @@ function batch(files: Array<{ name: string; data: string; mode: number; flags?: 
   files.forEach((f, i) => meta.set([Buffer.byteLength(f.data), f.mode, f.flags ?? 0, f.uid ?? 0, f.gid ?? 0], i * 5));
   return [
     Buffer.concat(files.map((f) => Buffer.from(`${f.name}\0`))),
-    Buffer.from(files.map((f) => f.data).join('')),
+    // The contents in pieces that do not line up with the files (as the repository's blobs may not).
+    [Buffer.from(files.map((f) => f.data).join('')).subarray(0, 3), Buffer.from(files.map((f) => f.data).join('')).subarray(3), Buffer.alloc(0)],
     meta,
     BigInt64Array.from(files.map((f) => f.mtimeNs)),
   ] as const;
@@ -83,12 +84,14 @@ describe('native writeFiles', () => {
   it('rejects malformed batches before touching the disk', () => {
     const d = Buffer.from(dir);
     const one = (names: Buffer, data: Buffer, length: number) => () =>
-      native.writeFiles(d, names, data, new Uint32Array([length, 0o644, 0, 0, 0]), new BigInt64Array(1));
+      native.writeFiles(d, names, [data], new Uint32Array([length, 0o644, 0, 0, 0]), new BigInt64Array(1));
     expect(one(Buffer.from('x/y\0'), Buffer.alloc(0), 0)).toThrow(/bad arguments/); // a name with "/"
     expect(one(Buffer.from('\0'), Buffer.alloc(0), 0)).toThrow(/bad arguments/); // an empty name
     expect(one(Buffer.from('a\0b\0'), Buffer.alloc(0), 0)).toThrow(/bad arguments/); // more names than files
     expect(one(Buffer.from('a\0'), Buffer.alloc(3), 2)).toThrow(/bad arguments/); // lengths do not add up
+    expect(() => native.writeFiles(d, Buffer.from('a\0'), [Buffer.alloc(1), 'x' as unknown as Buffer], new Uint32Array([1, 0o644, 0, 0, 0]), new BigInt64Array(1))).toThrow(/bad arguments/);
     expect(existsSync(join(dir, 'x'))).toBe(false);
+    expect(existsSync(join(dir, 'a'))).toBe(false);
   });
 });
 

@@ -15,12 +15,12 @@ export interface NativeFs {
   setXattr(path: Buffer, name: Buffer, value: Buffer): void;
   /**
    * Creates new files in directory `dir` on the thread pool, in one trip: `names` each followed by a
-   * NUL, `data` their contents back to back, `meta` per file [length, mode, flags (1 fchmod, 2 fchown),
-   * uid, gid], `mtimes` per file in nanoseconds (atime too). Each is opened O_CREAT | O_EXCL |
+   * NUL, `parts` their contents back to back (pieces need not line up with files), `meta` per file
+   * [length, mode, flags (1 fchmod, 2 fchown), uid, gid], `mtimes` per file in nanoseconds (atime too). Each is opened O_CREAT | O_EXCL |
    * O_NOFOLLOW relative to `dir` (itself opened O_NOFOLLOW), written, fchown'ed, fchmod'ed, futimens'ed
    * and closed. Rejects at the first failure with .code, .errno, .syscall and .index (-1: the directory).
    */
-  writeFiles(dir: Buffer, names: Buffer, data: Buffer, meta: Uint32Array, mtimes: BigInt64Array): Promise<void>;
+  writeFiles(dir: Buffer, names: Buffer, parts: readonly Buffer[], meta: Uint32Array, mtimes: BigInt64Array): Promise<void>;
 }
 
 let loaded: NativeFs | undefined;

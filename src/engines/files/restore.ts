@@ -25,6 +25,12 @@ const BATCH_FILES = 256;
 const BLOCK = 4096;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 const NUL = Buffer.alloc(1);
+/**
+ * readStream() buffers at most one blob for us: a Readable iterated with more than one chunk buffered
+ * joins them into a new buffer on every read (a copy, and external memory that brings on full GCs).
+ * The repository reads and decrypts ahead on its own.
+ */
+const ONE_BLOB = { highWaterMark: 1 };
 const ENTRY_FANOUT = 8;
 const FILE_WRITES = 16;
 const STAGE_MARK = '.bunker-stage-';
@@ -273,7 +279,7 @@ export class FilesRestoreSession implements RestoreSession {
   private async writeBatches(batches: BatchReader, dir: Buffer): Promise<void> {
     for (let b = 0; b < batches.count; b++) {
       if (this.ctx.signal.aborted) throw new BunkerError('aborted', 'the restore was cancelled');
-      const { files, data } = await batches.take(b);
+      const { files, parts, size } = await batches.take(b);
       const meta = new Uint32Array(files.length * 5);
       const mtimes = new BigInt64Array(files.length);
       const names: Buffer[] = [];
@@ -289,11 +295,11 @@ export class FilesRestoreSession implements RestoreSession {
         names.push(e.name, NUL);
       }
       try {
-        await this.native.writeFiles(dir, Buffer.concat(names), data, meta, mtimes);
+        await this.native.writeFiles(dir, Buffer.concat(names), parts, meta, mtimes);
       } catch (err) {
         throw batchError(err, dir, files);
       }
-      this.count(data.length);
+      this.count(size);
     }
   }
 
@@ -380,7 +386,7 @@ export class FilesRestoreSession implements RestoreSession {
           this.count(chunk.length);
         };
         if (whole) await put(whole);
-        else if (content.size > SMALL_FILE) for await (const chunk of this.ctx.repo.readStream(content)) await put(chunk as Buffer);
+        else if (content.size > SMALL_FILE) for await (const chunk of this.ctx.repo.readStream(content, ONE_BLOB)) await put(chunk as Buffer);
         if (pos !== content.size) {
           throw new BunkerError('corrupt', `stored contents of a file are ${pos} bytes, expected ${content.size}`, {
             hint: 'Run `bunker check --read-data` on the repository.',
@@ -588,7 +594,7 @@ async function fsyncDir(path: string): Promise<void> {
  * batch b + 1, so at most two batches per directory are in memory.
  */
 class BatchReader {
-  private readonly batches: Array<{ files: TreeEntry[]; size: number; data?: Promise<Buffer> }> = [];
+  private readonly batches: Array<{ files: TreeEntry[]; size: number; parts?: Promise<Buffer[]> }> = [];
   private readonly members = new Set<TreeEntry>();
 
   constructor(
@@ -618,31 +624,30 @@ class BatchReader {
     return this.members.has(e);
   }
 
-  /** Batch b's files and their contents back to back; starts reading batch b + 1. Each batch is taken once. */
-  async take(b: number): Promise<{ files: TreeEntry[]; data: Buffer }> {
+  /**
+   * Batch b's files and their contents back to back, in the pieces the repository returned (not joined:
+   * writeFiles() takes them as they are); starts reading batch b + 1. Each batch is taken once.
+   */
+  async take(b: number): Promise<{ files: TreeEntry[]; parts: Buffer[]; size: number }> {
     const batch = this.batches[b]!;
-    const data = this.fetch(b);
-    batch.data = undefined;
+    const parts = this.fetch(b);
+    batch.parts = undefined;
     if (b + 1 < this.batches.length) void this.fetch(b + 1).catch(() => {}); // read ahead; errors surface when taken
-    return { files: batch.files, data: await data };
+    return { files: batch.files, parts: await parts, size: batch.size };
   }
 
-  private fetch(b: number): Promise<Buffer> {
+  private fetch(b: number): Promise<Buffer[]> {
     const batch = this.batches[b]!;
-    if (batch.data) return batch.data;
+    if (batch.parts) return batch.parts;
     const { files, size } = batch;
-    batch.data = (async () => {
-      if (size === 0) return Buffer.alloc(0);
-      const whole = Buffer.allocUnsafe(size);
-      let got = 0;
-      for await (const part of this.repo.readStream({ size, chunks: files.flatMap((f) => f.content?.chunks ?? []) })) {
-        (part as Buffer).copy(whole, got);
-        got += (part as Buffer).length;
-      }
-      // readStream() checked the total against `size`: each file's bytes follow the previous file's.
-      return whole;
+    batch.parts = (async () => {
+      const parts: Buffer[] = [];
+      if (size === 0) return parts;
+      // readStream() checks the total against `size`: each file's bytes follow the previous file's.
+      for await (const part of this.repo.readStream({ size, chunks: files.flatMap((f) => f.content?.chunks ?? []) }, ONE_BLOB)) parts.push(part as Buffer);
+      return parts;
     })();
-    return batch.data;
+    return batch.parts;
   }
 }
 
