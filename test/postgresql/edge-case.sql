@@ -91,8 +91,8 @@ SELECT lo_from_bytea(424242, 'large object body'::bytea);
 SELECT lo_from_bytea(424243, decode(repeat('ab', 300000), 'hex'));
 COMMENT ON LARGE OBJECT 424242 IS 'a large object';
 
--- char(n) is backed up without its blank padding and padded back on load (multibyte, all blank, tab,
--- leading blanks); bpchar without a length, a domain over char(n) and char(n)[] keep their bytes as they are.
+-- An all-blank char(n) value is backed up as '' and padded back on load; other char(n) values (multibyte,
+-- tab, leading blanks), bpchar without a length, a domain over char(n) and char(n)[] go out as they are.
 CREATE DOMAIN code4 AS char(4);
 CREATE TABLE padded (id int PRIMARY KEY, c char(6), mb character(3), blank char(5) NOT NULL, raw bpchar, dom code4, arr char(3)[]);
 INSERT INTO padded VALUES

@@ -46,14 +46,14 @@ describe('postgresql engine: edge cases', () => {
     expect(before.schema).toContain('CREATE POLICY own_rows');
   });
 
-  it('stores char(n) values without their blank padding; bpchar without a length, domains and arrays as they are', async () => {
+  it('stores all-blank char(n) values as empty strings; other values, bpchar without a length, domains and arrays as they are', async () => {
     const ref = artifact.streams['table:["public","padded"]']!;
     const rows = (await store.repo.readBuffer(ref)).toString('utf8').split('\n');
     expect(rows.slice(0, 4)).toEqual([
-      '1\ta  b\tü\t\tx  \tab  \t{"a  ","b c"}',
-      '2\t\\N\tñé\t\t  \t\\N\t\\N',
-      '3\ttab\\t\t日本\tfull5\t\tabcd\t{}',
-      '4\t lead\t\tx\t\\N\t    \t{"   "}',
+      '1\ta  b  \tü  \t\tx  \tab  \t{"a  ","b c"}',
+      '2\t\\N\tñé \t\t  \t\\N\t\\N',
+      '3\ttab\\t  \t日本 \tfull5\t\tabcd\t{}',
+      '4\t lead \t\tx    \t\\N\t    \t{"   "}',
     ]);
     // The load pads them back (the restore tests compare every row's text, padding included).
     expect(before.tables['public.padded']).toMatch(/^4:/);

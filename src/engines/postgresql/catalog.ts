@@ -10,9 +10,9 @@ export interface TableEntry {
   /** Comma-separated, quoted column list without generated columns (they are recomputed on load). */
   columns: string;
   /**
-   * What COPY TO selects when that differs from `columns`: a char(n) column as `::text`, which drops
-   * its blank padding (pgbench's 84-blank filler was 87 % of its table's COPY text); the load pads the
-   * value back to n characters, so the stored value is the same. Absent when there is no char(n) column.
+   * What COPY TO selects when that differs from `columns`: a char(n) value that is all blanks goes out
+   * as '' (pgbench's 84-blank filler was 87 % of its table's COPY text); the load pads it back to n
+   * blanks, so the stored value is the same. Absent when the table has no char(n) column.
    */
   select?: string;
   /** On-disk size at backup time, to copy the largest tables first. */
@@ -79,8 +79,10 @@ export async function listTables(client: pg.Client): Promise<TableEntry[]> {
            n.nspname AS schema, c.relname AS name,
            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
-           (SELECT string_agg(quote_ident(a.attname) ||
-                     CASE WHEN a.atttypid = 'pg_catalog.bpchar'::pg_catalog.regtype AND a.atttypmod > 0 THEN '::pg_catalog.text' ELSE '' END,
+           (SELECT string_agg(
+                     CASE WHEN a.atttypid = 'pg_catalog.bpchar'::pg_catalog.regtype AND a.atttypmod > 0
+                       THEN format('CASE WHEN pg_catalog.length(%1$I) = 0 THEN ''''::pg_catalog.bpchar ELSE %1$I END AS %1$I', a.attname)
+                       ELSE quote_ident(a.attname) END,
                    ', ' ORDER BY a.attnum) FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
              HAVING bool_or(a.atttypid = 'pg_catalog.bpchar'::pg_catalog.regtype AND a.atttypmod > 0)) AS select_list,
