@@ -7,6 +7,7 @@ import { BunkerError } from '../../core/errors.js';
 import type { BackupContext, BackupSession } from '../engine.js';
 import type { ServiceArtifact, StreamRef } from '../../repo/types.js';
 import { connect, engineError, q, type Target } from './connection.js';
+import { readResultSet } from './result-reader.js';
 import { RowEncoder } from './row-format.js';
 import { readColumns, readSchema, showCreateTable, withAutoIncrement, type DatabaseSchema, type TableInfo } from './schema.js';
 
@@ -22,21 +23,6 @@ export interface SchemaDocument {
 }
 
 type Row = RowDataPacket & Record<string, unknown>;
-
-/** The slice of mysql2's Query command (its state machine) that copyTable takes over. */
-interface RowPacket {
-  buffer: Buffer;
-  offset: number;
-  end: number;
-  isEOF(): boolean;
-}
-type RowState = (this: RowStates, packet: RowPacket, connection: unknown) => unknown;
-interface RowStates {
-  row: RowState;
-  on(event: 'error', listener: (err: Error) => void): void;
-  on(event: 'result', listener: () => void): void;
-  on(event: 'end', listener: () => void): void;
-}
 
 export class MariadbBackup implements BackupSession {
   private ctrl: Connection | undefined;
@@ -73,7 +59,7 @@ export class MariadbBackup implements BackupSession {
     const schema = this.schema;
     const transactional = schema.tables.filter((x) => x.transactional && x.hasData);
     const n = Math.max(1, Math.min(this.jobs, transactional.length));
-    this.dumpers = await Promise.all(Array.from({ length: n }, () => connect(t)));
+    this.dumpers = await Promise.all(Array.from({ length: n }, () => connect(t, { rows: true })));
     try {
       for (const d of this.dumpers) {
         // Raw bytes in each column's own character set; no conversion on the way out.
@@ -81,7 +67,7 @@ export class MariadbBackup implements BackupSession {
         await d.query('SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ');
       }
       if (schema.tables.some((x) => !x.transactional && x.hasData)) {
-        this.locker = await connect(t);
+        this.locker = await connect(t, { rows: true });
         await this.locker.query('SET SESSION character_set_results = binary');
       }
     } catch (err) {
@@ -227,64 +213,51 @@ export class MariadbBackup implements BackupSession {
     // where it is most of the copy, the repository's write path, not the server, sets the pace.
     const started = performance.now();
     let waited = 0;
+    let pausedAt = -1;
+    const onDrain = () => {
+      waited += performance.now() - pausedAt;
+      pausedAt = -1;
+      reader.resume();
+    };
+    // The rows are read off the socket by readResultSet() (not through mysql2's per-row handling)
+    // and encoded from the network chunks in place: no Buffer per value or array per row.
+    const reader = readResultSet(raw, sql, Math.max(1, table.columns.length), (data, start, end) => {
+      const block = encoder.pushPacket(data, start, end);
+      if (!block) return;
+      onBytes(block.length);
+      if (!writer.write(block) && pausedAt < 0) {
+        pausedAt = performance.now();
+        reader.pause();
+        writer.once('drain', onDrain);
+      }
+    });
+    const onAbort = () => reader.fail(new BunkerError('aborted', 'mariadb: backup cancelled'));
+    this.ctx.signal.addEventListener('abort', onAbort, { once: true });
+    const onWriterError = (err: Error) => reader.fail(err);
+    writer.on('error', onWriterError);
+    try {
+      await reader.done;
+    } catch (err) {
+      writer.destroy();
+      // A half-read result cannot be abandoned on a live connection: drop it (close() copes).
+      raw.destroy();
+      throw err instanceof BunkerError ? err : engineError(err, `reading ${table.name}`);
+    } finally {
+      this.ctx.signal.removeEventListener('abort', onAbort);
+      writer.removeListener('error', onWriterError);
+      // The result set can end while reading is paused (the rest of a chunk is still framed); the
+      // writer, ended next, may never drain: give the socket back to mysql2 reading.
+      if (pausedAt >= 0) {
+        writer.removeListener('drain', onDrain);
+        onDrain();
+      }
+    }
+    const last = encoder.take();
+    if (last.length) onBytes(last.length);
     await new Promise<void>((resolve, reject) => {
-      let failed = false;
-      const fail = (err: unknown, dropConnection = false) => {
-        if (failed) return;
-        failed = true;
-        this.ctx.signal.removeEventListener('abort', onAbort);
-        writer.destroy();
-        // A half-read result cannot be abandoned on a live connection: drop it (close() copes).
-        if (dropConnection) raw.destroy();
-        reject(err);
-      };
-      const onAbort = () => fail(new BunkerError('aborted', 'mariadb: backup cancelled'), true);
-      this.ctx.signal.addEventListener('abort', onAbort, { once: true });
-      const query = raw.query({ sql, rowsAsArray: true, typeCast: false }) as unknown as RowStates;
-      // Row packets go straight into the encoder instead of through mysql2's row parser, which makes
-      // a Buffer per value and an array per row (half the engine's CPU, and most of its garbage).
-      // mysql2 runs a query as a state machine; its first row state is read from the instance, and
-      // this one stays the state until the end-of-rows packet, which mysql2's own state handles.
-      const rowState: RowState = function (this: RowStates, packet, connection) {
-        if (packet.isEOF()) return Object.getPrototypeOf(this).row.call(this, packet, connection);
-        let block: Buffer | null;
-        try {
-          block = encoder.pushPacket(packet.buffer, packet.offset, packet.end);
-        } catch (err) {
-          fail(engineError(err, `reading ${table.name}`), true);
-          return rowState;
-        }
-        if (block) {
-          onBytes(block.length);
-          if (!writer.write(block)) {
-            raw.pause();
-            const pausedAt = performance.now();
-            writer.once('drain', () => {
-              waited += performance.now() - pausedAt;
-              raw.resume();
-            });
-          }
-        }
-        return rowState;
-      };
-      query.row = rowState;
-      // Should a mysql2 version skip the instance's row state, its rows would arrive here instead of
-      // in the stream: fail rather than back up an empty table.
-      query.on('result', () =>
-        fail(new BunkerError('internal', `mariadb: mysql2 delivered the rows of ${table.name} past the engine's row reader`, {
-          hint: 'The installed mysql2 version works differently from the one Bunker was built with; reinstall the pinned dependencies (npm ci).',
-        }), true),
-      );
-      query.on('error', fail);
-      query.on('end', () => {
-        if (failed) return;
-        this.ctx.signal.removeEventListener('abort', onAbort);
-        const last = encoder.take();
-        if (last.length) onBytes(last.length);
-        if (last.length) writer.end(last, () => resolve());
-        else writer.end(() => resolve());
-      });
-      writer.on('error', (err) => fail(err, true));
+      writer.once('error', reject);
+      if (last.length) writer.end(last, () => resolve());
+      else writer.end(() => resolve());
     });
     const ref = await writer.done();
     const ms = performance.now() - started;

@@ -3,6 +3,7 @@
 import { createConnection, type Connection } from 'mysql2/promise';
 import { BunkerError, type ErrorCode } from '../../core/errors.js';
 import { redact, redactUrl, registerSecret } from '../../core/redact.js';
+import { rowSocket } from './result-reader.js';
 
 export interface Target {
   host: string;
@@ -68,11 +69,13 @@ export function engineError(err: unknown, doing: string, code: ErrorCode = 'engi
 
 /**
  * Opens one connection. Every session runs in UTC so TIMESTAMP values travel unchanged, and with
- * utf8mb4 so names and definitions with 4-byte characters survive.
+ * utf8mb4 so names and definitions with 4-byte characters survive. `rows`: a connection the backup
+ * reads result sets from with readResultSet(), over a socket that reuses its read buffer.
  */
-export async function connect(t: Target, options: { database?: string | null; doing?: string } = {}): Promise<Connection> {
+export async function connect(t: Target, options: { database?: string | null; doing?: string; rows?: boolean } = {}): Promise<Connection> {
   try {
     const conn = await createConnection({
+      ...(options.rows ? { stream: rowSocket(t) } : {}),
       host: t.host,
       port: t.port,
       user: t.user,
