@@ -91,6 +91,28 @@ describe('RowEncoder', () => {
     );
   });
 
+  it('cuts blocks before a row could overrun them, in buffers no larger than a block unless one row needs more', () => {
+    const enc = new RowEncoder(64 * 1024);
+    const row = (n: number) => Buffer.concat([Buffer.from([0xfc, n & 255, n >> 8]), Buffer.alloc(n, 0x61), Buffer.from([1, 0x32])]);
+    const blocks: Buffer[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const p = row(i === 1000 ? 40_000 : 180);
+      const block = enc.pushPacket(p, 0, p.length);
+      if (block) blocks.push(block);
+    }
+    blocks.push(enc.take());
+    expect(blocks.length).toBeGreaterThan(4);
+    // Every block fills its own buffer of the block size (up to the room a 180-byte row might need),
+    // except the one the long row needed a buffer of its own for.
+    const own = blocks.filter((b) => b.buffer.byteLength !== 64 * 1024);
+    expect(own.map((b) => b.buffer.byteLength)).toEqual([3 * 40_005 + 1]);
+    const rest = blocks.slice(0, -1).filter((b) => !own.includes(b));
+    for (const b of rest) expect(b.length).toBeLessThanOrEqual(64 * 1024);
+    // Only the block before the long row was cut short (the row did not fit in its room).
+    expect(rest.filter((b) => b.length <= 64 * 1024 - 3 * 188).length).toBe(1);
+    expect(Buffer.concat(blocks).toString('latin1').split('\n').length).toBe(2001);
+  });
+
   it('refuses a row packet whose value runs past its end', () => {
     const enc = new RowEncoder();
     expect(() => enc.pushPacket(Buffer.from([5, 0x61, 0x62]), 0, 3)).toThrow(/runs past the packet's end/);

@@ -23,6 +23,8 @@ export class RowEncoder {
    * One native search per special byte over a whole network chunk, instead of three per value.
    */
   private scanned: Buffer | undefined;
+  /** `scanned` as a plain Uint8Array: its subarray() is cheaper than Buffer's copy() for short runs. */
+  private scannedBytes: Uint8Array<ArrayBufferLike> = new Uint8Array(0);
   private scannedTo = 0;
   private nextTab = -1;
   private nextNl = -1;
@@ -32,9 +34,12 @@ export class RowEncoder {
     this.buf = this.fresh();
   }
 
-  /** Room for a block and the row that completes it, usually. */
+  /**
+   * A block's buffer. pushPacket() hands a block over before a row could overrun it, so a block
+   * allocates no more than it holds (V8 counts every external byte towards its next full GC).
+   */
   private fresh(): Buffer {
-    return Buffer.allocUnsafe(this.blockSize + (this.blockSize >> 2));
+    return Buffer.allocUnsafe(this.blockSize);
   }
 
   private ensure(extra: number): void {
@@ -93,11 +98,18 @@ export class RowEncoder {
     if (data !== this.scanned || start < this.scannedTo) {
       // Another buffer, or this one again from an earlier position: forget the cursors.
       this.scanned = data;
+      this.scannedBytes = new Uint8Array(data.buffer, data.byteOffset, data.length);
       this.nextTab = this.nextNl = this.nextBs = -1;
     }
     this.scannedTo = end;
-    // Worst case 3 bytes of text per packet byte: a NULL (1 byte) becomes \N and a tab.
-    this.ensure(3 * (end - start) + 1);
+    // Worst case 3 bytes of text per packet byte: a NULL (1 byte) becomes \N and a tab. A row that
+    // might not fit hands the block over first (and a row larger than a block gets its own).
+    const need = 3 * (end - start) + 1;
+    let full: Buffer | null = null;
+    if (this.pos + need > this.buf.length) {
+      if (this.pos > 0) full = this.take();
+      if (need > this.buf.length) this.buf = Buffer.allocUnsafe(need);
+    }
     const out = this.buf;
     const base = this.pos;
     // Common case first: every value shorter than 251 bytes (a one-byte length), none NULL, none
@@ -126,19 +138,20 @@ export class RowEncoder {
       const from = start + 1;
       const n = end - from;
       // A native copy costs about as much as a JS loop over ~40 bytes.
-      if (n > 24) data.copy(out, base, from, end);
+      if (n > 24) out.set(this.scannedBytes.subarray(from, end), base);
       else for (let j = 0; j < n; j++) out[base + j] = data[from + j]!;
       for (let q = from + data[start]!; q < end; q += data[q]! + 1) out[base + q - from] = TAB;
       this.pos = base + n;
       out[this.pos++] = NL;
       this.rows++;
-      return this.pos >= this.blockSize ? this.take() : null;
+    } else {
+      this.pushSlow(data, start, end);
     }
-    return this.pushSlow(data, start, end);
+    return full ?? (this.pos >= this.blockSize ? this.take() : null);
   }
 
-  /** pushPacket() for rows with NULLs, long values or bytes to escape. */
-  private pushSlow(data: Buffer, start: number, end: number): Buffer | null {
+  /** pushPacket() for rows with NULLs, long values or bytes to escape (the room is there). */
+  private pushSlow(data: Buffer, start: number, end: number): void {
     const out = this.buf;
     let pos = this.pos;
     let p = start;
@@ -168,8 +181,10 @@ export class RowEncoder {
       if (this.nextNl < p) this.nextNl = indexFrom(data, NL, p);
       if (this.nextBs < p) this.nextBs = indexFrom(data, BACKSLASH, p);
       if (this.nextTab >= stop && this.nextNl >= stop && this.nextBs >= stop) {
-        if (len > 24) pos += data.copy(out, pos, p, stop);
-        else for (let j = p; j < stop; j++) out[pos++] = data[j]!;
+        if (len > 24) {
+          out.set(this.scannedBytes.subarray(p, stop), pos);
+          pos += len;
+        } else for (let j = p; j < stop; j++) out[pos++] = data[j]!;
       } else {
         for (let j = p; j < stop; j++) {
           const b = data[j]!;
@@ -186,7 +201,6 @@ export class RowEncoder {
     out[pos++] = NL;
     this.pos = pos;
     this.rows++;
-    return pos >= this.blockSize ? this.take() : null;
   }
 
   /** Whatever is buffered (possibly empty). */
