@@ -139,20 +139,28 @@ try {
     rmSync(join(work, 'repo'), { recursive: true, force: true });
     repo = await initRepository({ storage: new FsBackend(join(work, 'repo')), password: 'bench-password', kdf: 'fast' });
     const serverBefore = serverCpu(source.proc.pid);
+    const usageBefore = process.resourceUsage();
     const cpuBefore = process.cpuUsage();
     const t = process.hrtime.bigint();
     artifact = await runBackup(await engine(`redis://127.0.0.1:${source.port}`).openBackup({ ...ctx(repo), mode: 'live' }));
     await repo.flush(); // durable in the repository, as a finished backup is
     backups.push(Number(process.hrtime.bigint() - t) / 1e6);
     const own = process.cpuUsage(cpuBefore);
-    cpu.push({ bunker: (own.user + own.system) / 1000, server: await serverCpuSince(source.proc.pid, serverBefore) });
+    const usage = process.resourceUsage();
+    cpu.push({
+      bunker: (own.user + own.system) / 1000,
+      // Page faults (first touch of fresh buffers) and sleeps are costly on this VM: see engine-redis.md.
+      faults: usage.minorPageFault - usageBefore.minorPageFault,
+      sleeps: usage.voluntaryContextSwitches - usageBefore.voluntaryContextSwitches,
+      server: await serverCpuSince(source.proc.pid, serverBefore),
+    });
     if (i < RUNS - 1) await repo.close();
   }
   console.log(`bunker backup (into a fresh repository, flushed): ${backups.map(secs).join(', ')}; RDB ${(artifact.size / 1e6).toFixed(1)} MB, stored ${(repo.stats().storedBytes / 1e6).toFixed(1)} MB`);
   for (const [i, c] of cpu.entries()) {
     const server = c.server ? `, server fork child ${secs(c.server.child)}, server main ${secs(c.server.main)}` : '';
     const sum = c.bunker + (c.server ? c.server.child + c.server.main : 0);
-    console.log(`  run ${i + 1} CPU: bunker process ${secs(c.bunker)}${server}; sum ${secs(sum)} in ${secs(backups[i])} wall`);
+    console.log(`  run ${i + 1} CPU: bunker process ${secs(c.bunker)} (${c.faults} page faults, ${c.sleeps} sleeps)${server}; sum ${secs(sum)} in ${secs(backups[i])} wall`);
   }
 
   const restores = [];
