@@ -161,41 +161,42 @@ static napi_value exchange(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// userXattrs(path: Buffer): Array<[Buffer name, Buffer value]> of the "user." attributes, not following symlinks.
-static napi_value user_xattrs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) CHECK(napi_invalid_arg);
-  char *path = arg_path(env, argv[0]);
-  if (!path) CHECK(napi_invalid_arg);
+// The "user." attributes of a path (fd < 0; not following symlinks) or of an open descriptor.
+static ssize_t list_xattrs(const char *path, int fd, char *list, size_t size) {
+  return fd >= 0 ? flistxattr(fd, list, size) : llistxattr(path, list, size);
+}
+
+static ssize_t get_xattr(const char *path, int fd, const char *name, void *value, size_t size) {
+  return fd >= 0 ? fgetxattr(fd, name, value, size) : lgetxattr(path, name, value, size);
+}
+
+static napi_value collect_xattrs(napi_env env, const char *path, int fd) {
   napi_value result;
   napi_create_array(env, &result);
   char stackbuf[4096];
   char *list = stackbuf;
-  ssize_t n = llistxattr(path, list, sizeof stackbuf);
+  ssize_t n = list_xattrs(path, fd, list, sizeof stackbuf);
   if (n < 0 && errno == ERANGE) {
-    ssize_t need = llistxattr(path, NULL, 0);
+    ssize_t need = list_xattrs(path, fd, NULL, 0);
     if (need > 0) {
       list = malloc((size_t)need);
-      n = list ? llistxattr(path, list, (size_t)need) : -1;
+      n = list ? list_xattrs(path, fd, list, (size_t)need) : -1;
     }
   }
   if (n < 0) {
     int err = errno;
     if (list != stackbuf) free(list);
-    free(path);
     if (err == ENOTSUP) return result;  // file system without xattrs: nothing to keep
-    return throw_errno(env, err, "llistxattr");
+    return throw_errno(env, err, fd >= 0 ? "flistxattr" : "llistxattr");
   }
   uint32_t count = 0;
   for (char *name = list; name < list + n; name += strlen(name) + 1) {
     if (strncmp(name, "user.", 5) != 0) continue;
-    ssize_t vlen = lgetxattr(path, name, NULL, 0);
+    ssize_t vlen = get_xattr(path, fd, name, NULL, 0);
     if (vlen < 0) continue;  // removed meanwhile
     char *val = malloc(vlen > 0 ? (size_t)vlen : 1);
     if (!val) continue;
-    vlen = lgetxattr(path, name, val, vlen > 0 ? (size_t)vlen : 0);
+    vlen = get_xattr(path, fd, name, val, vlen > 0 ? (size_t)vlen : 0);
     if (vlen < 0) {
       free(val);
       continue;
@@ -211,8 +212,30 @@ static napi_value user_xattrs(napi_env env, napi_callback_info info) {
     napi_set_element(env, result, count++, pair);
   }
   if (list != stackbuf) free(list);
+  return result;
+}
+
+// userXattrs(path: Buffer): Array<[Buffer name, Buffer value]> of the "user." attributes, not following symlinks.
+static napi_value user_xattrs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) CHECK(napi_invalid_arg);
+  char *path = arg_path(env, argv[0]);
+  if (!path) CHECK(napi_invalid_arg);
+  napi_value result = collect_xattrs(env, path, -1);
   free(path);
   return result;
+}
+
+// fdUserXattrs(fd: number): the same for an open descriptor (no path to resolve again).
+static napi_value fd_user_xattrs(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) CHECK(napi_invalid_arg);
+  return collect_xattrs(env, NULL, fd);
 }
 
 // setXattr(path: Buffer, name: Buffer, value: Buffer): sets one attribute, not following symlinks.
@@ -429,6 +452,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"mknod", NULL, do_mknod, NULL, NULL, NULL, napi_default, NULL},
       {"exchange", NULL, exchange, NULL, NULL, NULL, napi_default, NULL},
       {"userXattrs", NULL, user_xattrs, NULL, NULL, NULL, napi_default, NULL},
+      {"fdUserXattrs", NULL, fd_user_xattrs, NULL, NULL, NULL, napi_default, NULL},
       {"setXattr", NULL, set_xattr, NULL, NULL, NULL, napi_default, NULL},
       {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},
   };

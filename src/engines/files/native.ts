@@ -12,6 +12,8 @@ export interface NativeFs {
   exchange(a: Buffer, b: Buffer): void;
   /** The "user." extended attributes of a path, not following symlinks. */
   userXattrs(path: Buffer): Array<[Buffer, Buffer]>;
+  /** The same for an open descriptor (flistxattr/fgetxattr). */
+  fdUserXattrs(fd: number): Array<[Buffer, Buffer]>;
   setXattr(path: Buffer, name: Buffer, value: Buffer): void;
   /**
    * Creates new files in directory `dir` on the thread pool, in one trip: `names` each followed by a
