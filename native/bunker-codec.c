@@ -21,6 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#ifdef __linux__
+#include <errno.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <zstd.h>
 
 #define NONCE_BYTES 12
@@ -657,8 +663,30 @@ static void run_op(Op *op) {
   }
 }
 
+/**
+ * Pool threads that compress, encrypt and hash run this much nicer than the rest of the process. A
+ * backup shares the host with the services it reads: when the cores are contended, the database's
+ * own work (Redis's fork child serialising the snapshot, PostgreSQL's COPY) goes first, and the
+ * codec catches up from its queue. Alone on the host, priority changes nothing.
+ */
+#define POOL_NICENESS 10
+
+static void yield_to_services(void) {
+#ifdef __linux__
+  // Linux keeps a nice value per thread, so this lowers only the pool thread that runs it.
+  static __thread bool lowered;
+  if (lowered) return;
+  lowered = true;
+  const id_t tid = (id_t)syscall(SYS_gettid);
+  errno = 0;
+  const int current = getpriority(PRIO_PROCESS, tid);
+  if (errno == 0) setpriority(PRIO_PROCESS, tid, current + POOL_NICENESS > 19 ? 19 : current + POOL_NICENESS);
+#endif
+}
+
 static void execute(napi_env env, void *data) {
   (void)env;
+  yield_to_services();
   run_op(data);
 }
 
