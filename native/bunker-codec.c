@@ -664,29 +664,37 @@ static void run_op(Op *op) {
 }
 
 /**
- * Pool threads that compress, encrypt and hash run this much nicer than the rest of the process. A
- * backup shares the host with the services it reads: when the cores are contended, the database's
- * own work (Redis's fork child serialising the snapshot, PostgreSQL's COPY) goes first, and the
- * codec catches up from its queue. Alone on the host, priority changes nothing.
+ * Pool threads run backup work (hashing, compressing, encrypting) this much nicer than the rest of
+ * the process. A backup shares the host with the live services it reads: when the cores are
+ * contended, the database's own work (Redis's fork child serialising the snapshot, PostgreSQL's COPY)
+ * goes first, and the codec catches up from its queue. Opening blobs (restores, reads) runs at the
+ * process's own priority: there the service being restored waits for what the codec produces.
  */
 #define POOL_NICENESS 10
 
-static void yield_to_services(void) {
+static void set_pool_priority(bool backup_work) {
 #ifdef __linux__
-  // Linux keeps a nice value per thread, so this lowers only the pool thread that runs it.
-  static __thread bool lowered;
-  if (lowered) return;
-  lowered = true;
+  // Linux keeps a nice value per thread, so this changes only the pool thread that runs it. Without
+  // CAP_SYS_NICE (or RLIMIT_NICE) a thread may not raise its priority back: it then stays lower.
+  enum { UNKNOWN = -1, BASE = 0, LOWERED = 1, FIXED = 2 };
+  static __thread int state = UNKNOWN, base;
+  if (state == FIXED || state == (int)backup_work) return;
   const id_t tid = (id_t)syscall(SYS_gettid);
-  errno = 0;
-  const int current = getpriority(PRIO_PROCESS, tid);
-  if (errno == 0) setpriority(PRIO_PROCESS, tid, current + POOL_NICENESS > 19 ? 19 : current + POOL_NICENESS);
+  if (state == UNKNOWN) {
+    errno = 0;
+    base = getpriority(PRIO_PROCESS, tid);
+    if (errno != 0) base = 0;
+  }
+  const int target = backup_work ? (base + POOL_NICENESS > 19 ? 19 : base + POOL_NICENESS) : base;
+  state = setpriority(PRIO_PROCESS, tid, target) == 0 ? (int)backup_work : FIXED;
+#else
+  (void)backup_work;
 #endif
 }
 
 static void execute(napi_env env, void *data) {
   (void)env;
-  yield_to_services();
+  set_pool_priority(((Op *)data)->kind != OP_OPEN);
   run_op(data);
 }
 
