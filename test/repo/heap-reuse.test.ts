@@ -38,7 +38,7 @@ describe('codec heap reuse', () => {
   it('reuses freed blob memory instead of faulting in new pages, and trim() returns it', () => {
     const r = spawnSync(process.execPath, ['--expose-gc', '-e', child], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
-    const { faultsLater, rssBefore, rssAfter, sealedPages } = JSON.parse(r.stdout) as Record<string, number>;
+    const { faultsLater, rssBefore, rssAfter, sealedPages } = JSON.parse(r.stdout) as { faultsLater: number; rssBefore: number; rssAfter: number; sealedPages: number };
     // Fresh memory for every sealed copy would be `sealedPages` faults (24,576). With glibc's sliding
     // defaults this took 4,300-6,800 (memory trimmed and faulted in again); with the codec's thresholds
     // 260-1,300 (V8's own heap growth, mostly).
