@@ -42,7 +42,8 @@ describe('postgresql tool path', () => {
     expect(toolPath('pg_restore', { PGHOST: 'h', PATH: join(root, 'nothing') }, lib)).toBe('pg_restore');
   });
 
-  it('keeps the name without PGHOST (pg_wrapper would then choose a cluster itself)', () => {
+  it('keeps the name without PGHOST, or with PGCLUSTER (pg_wrapper would then choose a cluster itself)', () => {
     expect(toolPath('pg_restore', { PATH: join(root, 'wrapped') }, lib)).toBe('pg_restore');
+    expect(toolPath('pg_restore', { PGHOST: '127.0.0.1', PGCLUSTER: '9.6/main', PATH: join(root, 'wrapped') }, lib)).toBe('pg_restore');
   });
 });

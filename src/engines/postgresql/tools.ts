@@ -34,7 +34,8 @@ const resolved = new Map<string, string>();
  * PATH's program is anything else (a real binary, another wrapper), it is used as before.
  */
 export function toolPath(tool: string, env: NodeJS.ProcessEnv, binroot = DEBIAN_BINROOT): string {
-  if (env.PGHOST === undefined || tool.includes('/')) return tool;
+  // PGCLUSTER (version/cluster) makes pg_wrapper pick that cluster's version instead: leave it to choose.
+  if (env.PGHOST === undefined || env.PGCLUSTER !== undefined || tool.includes('/')) return tool;
   const key = `${tool}\0${env.PATH ?? ''}\0${binroot}`;
   let path = resolved.get(key);
   if (path === undefined) {
