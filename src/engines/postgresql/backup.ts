@@ -56,7 +56,7 @@ export class PgBackupSession implements BackupSession {
     try {
       const info = await databaseInfo(client);
       const tables = await listTables(client);
-      for (const t of tables) t.parts = partsFor(t, info.serverVersionNum);
+      for (const t of tables) t.parts = partsFor(t, info.serverVersionNum, info.sharedBufferPages);
       // Largest first (a split table's parts early), so the last job to finish is a small one.
       const work = tables
         .flatMap((t) => Array.from({ length: t.parts }, (_, part) => ({ t, part, bytes: t.bytes / t.parts })))

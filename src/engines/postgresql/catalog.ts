@@ -40,6 +40,8 @@ export interface DatabaseInfo {
   owner: string;
   serverVersion: string;
   serverVersionNum: number;
+  /** shared_buffers in pages: which tables a plain scan reads through a ring of buffers (see partsFor). */
+  sharedBufferPages: number;
 }
 
 const USER_SCHEMAS = `n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -55,6 +57,7 @@ export async function databaseInfo(client: pg.Client): Promise<DatabaseInfo> {
            d.datctype AS ctype, pg_get_userbyid(d.datdba) AS owner,
            current_setting('server_version') AS server_version,
            current_setting('server_version_num')::int AS server_version_num,
+           (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'shared_buffers') AS shared_buffer_pages,
            coalesce((SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}') AS settings,
            shobj_description(d.oid, 'pg_database') AS comment
     FROM pg_database d WHERE d.datname = current_database()`);
@@ -69,6 +72,7 @@ export async function databaseInfo(client: pg.Client): Promise<DatabaseInfo> {
     owner: r.owner,
     serverVersion: r.server_version,
     serverVersionNum: r.server_version_num,
+    sharedBufferPages: Number(r.shared_buffer_pages),
   };
 }
 
