@@ -1,6 +1,6 @@
 // Connection settings from the service URL, and the one place mysql2 errors become BunkerErrors
 // (so a URL with a password never reaches a message).
-import { createConnection, type Connection } from 'mysql2/promise';
+import type { Connection } from 'mysql2/promise';
 import { BunkerError, type ErrorCode } from '../../core/errors.js';
 import { redact, redactUrl, registerSecret } from '../../core/redact.js';
 import { rowSocket } from './result-reader.js';
@@ -74,6 +74,8 @@ export function engineError(err: unknown, doing: string, code: ErrorCode = 'engi
  */
 export async function connect(t: Target, options: { database?: string | null; doing?: string; rows?: boolean } = {}): Promise<Connection> {
   try {
+    // Loaded on first use: the driver is a tenth of a second of every CLI command's start-up otherwise.
+    const { createConnection } = await import('mysql2/promise');
     const conn = await createConnection({
       ...(options.rows ? { stream: rowSocket(t) } : {}),
       host: t.host,

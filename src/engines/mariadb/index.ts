@@ -5,12 +5,17 @@ import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import type { Connection, RowDataPacket } from 'mysql2/promise';
 import type { Engine, EngineDescriptor, ProbeResult } from '../engine.js';
-import { MariadbBackup } from './backup.js';
-import { connect, engineError, parseUrl } from './connection.js';
-import { MariadbRestore, recoverTarget } from './restore.js';
+import type { Logger } from '../../core/log.js';
+import { connect, engineError, parseUrl, type Target } from './connection.js';
 
-export { recoverTarget } from './restore.js';
+// The backup and restore modules (and through them mysql2) load when a backup or restore starts, so
+// commands that only read the config don't pay for them.
 export { parseUrl } from './connection.js';
+
+/** Finishes or undoes an interrupted restore into `target` (restore.ts). */
+export async function recoverTarget(target: Target, log: Logger): Promise<void> {
+  return (await import('./restore.js')).recoverTarget(target, log);
+}
 
 export const mariadbConfigSchema = z
   .object({
@@ -67,9 +72,11 @@ export const mariadbEngine: EngineDescriptor<MariadbConfig> = {
         }
       },
       async openBackup(ctx) {
+        const { MariadbBackup } = await import('./backup.js');
         return new MariadbBackup(target, jobs, ctx);
       },
       async openRestore(ctx, artifact) {
+        const { MariadbRestore } = await import('./restore.js');
         return new MariadbRestore(target, jobs, ctx, artifact);
       },
       // A restore killed after its point of no return has new tables but not yet their triggers,
@@ -82,6 +89,6 @@ export const mariadbEngine: EngineDescriptor<MariadbConfig> = {
 };
 
 /** Finishes or undoes interrupted restores into the database a config's url names. */
-export function recoverInterruptedRestores(config: MariadbConfig, log: Parameters<typeof recoverTarget>[1]): Promise<void> {
+export function recoverInterruptedRestores(config: MariadbConfig, log: Logger): Promise<void> {
   return recoverTarget(parseUrl(config.url), log);
 }

@@ -47,15 +47,22 @@ export function rowSocket(options: { host: string; port: number; socketPath?: st
   return socket;
 }
 
-/** mysql2's table of server error numbers to names (ER_TABLE_DEF_CHANGED, ...), for `code`. */
-const errorNames: Record<number, string> = (() => {
-  try {
-    const require = createRequire(import.meta.url);
-    return require(join(dirname(require.resolve('mysql2')), 'lib/constants/errors.js')) as Record<number, string>;
-  } catch {
-    return {};
+/**
+ * mysql2's table of server error numbers to names (ER_TABLE_DEF_CHANGED, ...), for `code`. Loaded at
+ * the first server error, not with this module: loading mysql2 is start-up time for every CLI command.
+ */
+let errorNameTable: Record<number, string> | undefined;
+function errorName(errno: number): string | undefined {
+  if (!errorNameTable) {
+    try {
+      const require = createRequire(import.meta.url);
+      errorNameTable = require(join(dirname(require.resolve('mysql2')), 'lib/constants/errors.js')) as Record<number, string>;
+    } catch {
+      errorNameTable = {};
+    }
   }
-})();
+  return errorNameTable[errno];
+}
 
 /** An error the server sent (ERR packet), shaped like mysql2's so engineError() treats it alike. */
 export class ServerError extends Error {
@@ -78,7 +85,7 @@ export function parseErrPacket(data: Buffer, start: number, end: number): Server
     sqlState = data.toString('latin1', p + 1, p + 6);
     p += 6;
   }
-  return new ServerError(data.toString('utf8', p, end), errno, sqlState, errorNames[errno]);
+  return new ServerError(data.toString('utf8', p, end), errno, sqlState, errorName(errno));
 }
 
 export interface ResultSetReader {

@@ -1,7 +1,7 @@
 // How the engine reaches a server: one parsed URL turned into pg client options (for our own
 // connections) and libpq environment variables (for pg_dump/pg_restore/psql), so the password never
 // appears on a command line, in `ps`, in logs or in errors.
-import pg from 'pg';
+import type pg from 'pg';
 import { BunkerError } from '../../core/errors.js';
 import { redactUrl } from '../../core/redact.js';
 
@@ -116,9 +116,17 @@ export const ident = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 /** A quoted SQL string literal (standard_conforming_strings, the default since PostgreSQL 9.1). */
 export const literal = (s: string): string => `'${s.replace(/'/g, "''")}'`;
 
+/**
+ * The pg driver's Client class, loaded on first use: parsing a service's url (every CLI command that
+ * reads the config) then doesn't load the driver, a tenth of a second of start-up.
+ */
+export async function pgClient(): Promise<typeof pg.Client> {
+  return (await import('pg')).default.Client;
+}
+
 /** A connected client; a server that can't be reached is an `unreachable` error naming it (never the password). */
 export async function connect(target: PgTarget): Promise<pg.Client> {
-  const client = new pg.Client(clientConfig(target));
+  const client = new (await pgClient())(clientConfig(target));
   client.on('error', () => {}); // a dropped connection surfaces on the next query
   try {
     await client.connect();
@@ -137,9 +145,10 @@ export async function connect(target: PgTarget): Promise<pg.Client> {
  * open when one fails; the first failure is thrown.
  */
 export async function openSessions(target: PgTarget, n: number, setup: string): Promise<pg.Client[]> {
+  const Client = await pgClient();
   const opened = await Promise.allSettled(
     Array.from({ length: n }, async () => {
-      const client = new pg.Client(clientConfig(target));
+      const client = new Client(clientConfig(target));
       client.on('error', () => {}); // a dropped connection fails the running query
       try {
         await client.connect();

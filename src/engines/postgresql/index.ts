@@ -2,13 +2,12 @@
 // exported snapshot, and all-or-nothing restores through a shadow database swapped in by rename.
 import { z } from 'zod';
 import os from 'node:os';
-import pg from 'pg';
 import { BunkerError } from '../../core/errors.js';
 import type { Engine, EngineDescriptor } from '../engine.js';
-import { PgBackupSession } from './backup.js';
-import { clientConfig, parsePgUrl } from './connection.js';
-import { PgRestoreSession } from './restore.js';
-import { CLUSTER_FORMAT, PgClusterBackupSession, PgClusterRestoreSession } from './cluster.js';
+import { clientConfig, parsePgUrl, pgClient } from './connection.js';
+
+// The session modules (and the pg driver) load when a probe, backup or restore starts, so commands
+// that only read the config don't pay for them.
 
 const configSchema = z
   .object({
@@ -38,7 +37,7 @@ export const postgresqlEngine: EngineDescriptor<PostgresqlConfig> = {
     return {
       type: 'postgresql',
       async probe() {
-        const client = new pg.Client(clientConfig(target));
+        const client = new (await pgClient())(clientConfig(target));
         client.on('error', () => {});
         try {
           await client.connect();
@@ -59,9 +58,12 @@ export const postgresqlEngine: EngineDescriptor<PostgresqlConfig> = {
         }
       },
       async openBackup(ctx) {
-        return all ? new PgClusterBackupSession(target, ctx, jobs) : new PgBackupSession(target, ctx, jobs);
+        if (all) return new (await import('./cluster.js')).PgClusterBackupSession(target, ctx, jobs);
+        return new (await import('./backup.js')).PgBackupSession(target, ctx, jobs);
       },
       async openRestore(ctx, artifact) {
+        const { CLUSTER_FORMAT, PgClusterRestoreSession } = await import('./cluster.js');
+        const { PgRestoreSession } = await import('./restore.js');
         const options = { jobs, noOwner: config.no_owner ?? false, stateDir: env.stateDir };
         const isCluster = artifact.engine === 'postgresql' && artifact.format === CLUSTER_FORMAT;
         if (isCluster !== all && artifact.engine === 'postgresql') {
