@@ -8,8 +8,8 @@ import type { Engine, EngineDescriptor, ProbeResult } from '../engine.js';
 import type { Logger } from '../../core/log.js';
 import { connect, engineError, parseUrl, type Target } from './connection.js';
 
-// The backup and restore modules (and through them mysql2) load when a backup or restore starts, so
-// commands that only read the config don't pay for them.
+// The backup and restore modules load when a backup or restore starts, and mysql2 at the first
+// connection (connection.ts), so commands that only read the config pay for neither.
 export { parseUrl } from './connection.js';
 
 /** Finishes or undoes an interrupted restore into `target` (restore.ts). */

@@ -6,8 +6,8 @@ import { BunkerError } from '../../core/errors.js';
 import type { Engine, EngineDescriptor } from '../engine.js';
 import { clientConfig, parsePgUrl, pgClient } from './connection.js';
 
-// The session modules (and the pg driver) load when a probe, backup or restore starts, so commands
-// that only read the config don't pay for them.
+// The session modules load when a backup or restore starts, and the pg driver at the first connection
+// (connection.ts), so commands that only read the config pay for neither.
 
 const configSchema = z
   .object({
