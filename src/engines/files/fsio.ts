@@ -8,27 +8,44 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 const BURST = 128;
 const SLOW_US = 200;
 const SLOW_MS = 50;
+/** After a slow call or burst, calls go to the pool for this long, doubled on every further trip. */
+const RETRY_MS = 1000;
 
 /**
  * Runs file-system calls on the main thread while the page cache serves them: a thread-pool round trip
  * (submit, futex wake-up, completion) costs several times a cached call. The event loop gets a turn
  * every BURST calls. A burst averaging over SLOW_US per call, or one call over SLOW_MS, means a disk
- * (or a network file system) is being waited for: `enabled` turns false for good and callers use the
+ * (or a network file system) is probably being waited for: `enabled` turns false and callers use the
  * pool, where such waits overlap and never stall the loop. The bounds are far above a cached call
- * (2-20 µs), so being preempted on a busy machine does not count.
+ * (2-20 µs), but a busy host can still deschedule this thread for 50 ms in the middle of one. So a
+ * trip is not for good: after RETRY_MS the next burst runs here again as a trial, and each further
+ * trip doubles the wait, so a really slow disk costs a stalled burst ever more rarely. A ThreadCalls
+ * made disabled stays disabled.
  */
 export class ThreadCalls {
   private calls = 0;
   private ms = 0;
   private pause: Promise<void> | undefined;
+  private trips = 0;
+  /** When the trial after a trip may start; Infinity while enabled, or when made disabled. */
+  private retryAt = Infinity;
 
-  constructor(public enabled: boolean) {}
+  constructor(
+    public enabled: boolean,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   /** Whether the next call may run on this thread; first gives the loop its turn when a burst is done. */
   async ready(): Promise<boolean> {
     if (this.pause) await this.pause;
+    if (!this.enabled && this.now() >= this.retryAt) {
+      this.enabled = true;
+      this.retryAt = Infinity;
+      this.calls = 0;
+      this.ms = 0;
+    }
     if (this.enabled && this.calls >= BURST) {
-      if (this.ms > (this.calls * SLOW_US) / 1000) this.enabled = false;
+      if (this.ms > (this.calls * SLOW_US) / 1000) this.trip();
       this.calls = 0;
       this.ms = 0;
       // Every caller waits for the same turn, so the loop really gets one (a single caller waiting
@@ -44,14 +61,19 @@ export class ThreadCalls {
   /** Runs one call on this thread, counting its time toward the current burst. */
   run<T>(call: () => T): T {
     this.calls++;
-    const started = performance.now();
+    const started = this.now();
     try {
       return call();
     } finally {
-      const ms = performance.now() - started;
+      const ms = this.now() - started;
       this.ms += ms;
-      if (ms > SLOW_MS) this.enabled = false;
+      if (ms > SLOW_MS && this.enabled) this.trip();
     }
+  }
+
+  private trip(): void {
+    this.enabled = false;
+    this.retryAt = this.now() + RETRY_MS * 2 ** this.trips++;
   }
 }
 
