@@ -48,6 +48,9 @@ export function parseUrl(url: string): Target {
   };
 }
 
+/** "Got error N during COMMIT": a storage engine refused a transaction's changes as it committed. */
+const ER_ERROR_DURING_COMMIT = 1180;
+
 /** Wraps a mysql2 (or other) error with what we were doing; the message is redacted. */
 export function engineError(err: unknown, doing: string, code: ErrorCode = 'engine'): BunkerError {
   if (err instanceof BunkerError) return err;
@@ -62,7 +65,11 @@ export function engineError(err: unknown, doing: string, code: ErrorCode = 'engi
         ? 'Check the user and password in the url, and that the user has the privileges backups need (SELECT, RELOAD, LOCK TABLES, SHOW VIEW, EVENT, TRIGGER).'
         : e?.code === 'ER_BAD_DB_ERROR'
           ? 'Check the database name at the end of the url; it must exist on the server.'
-          : undefined,
+          : e?.errno === ER_ERROR_DURING_COMMIT
+            ? // A restore's loads use the bulk-insert path (unique_checks off), which reports a duplicate key this way.
+              'When MariaDB bulk-loads a table, this is how it reports a duplicate key: two of the rows collide on a unique key ' +
+              "(in a restore, for example because the target server's collation compares them as equal). The target is unchanged."
+            : undefined,
     details: { mysqlCode: e?.code, errno: e?.errno },
   });
 }
