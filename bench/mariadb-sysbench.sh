@@ -3,7 +3,8 @@
 # on the local server. Same run: Bunker backup vs `mariadb-dump --single-transaction`, new bytes of a
 # second backup of the unchanged database, Bunker restore vs `mariadb < dump.sql`. Each step also
 # prints the CPU-seconds of Bunker, the client tools and the local server (wall times are noisy).
-# Usage: bench/mariadb-sysbench.sh      (env: TABLES=8 TABLE_SIZE=250000 JOBS=<engine default>)
+# The tools alternate RUNS times (default 3); the ratios are of the medians.
+# Usage: bench/mariadb-sysbench.sh      (env: RUNS=3 TABLES=8 TABLE_SIZE=250000 JOBS=<engine default>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
