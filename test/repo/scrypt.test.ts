@@ -2,7 +2,7 @@
 // scrypt gives: key slots written by either open with the other.
 import { randomBytes, scryptSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { deriveKey } from '../../src/repo/crypto.js';
+import { deriveKey, PRODUCTION_SCRYPT } from '../../src/repo/crypto.js';
 import { codecAddon } from '../../src/repo/native-codec.js';
 
 const addon = codecAddon();
@@ -35,6 +35,13 @@ describe('scrypt', () => {
     const decomposed = 'Cafe\u0301 pässwörd';
     const expected = scryptSync(decomposed.normalize('NFC'), salt, 32, { ...params, maxmem: 1 << 30 });
     expect((await deriveKey(decomposed, salt, params)).equals(expected)).toBe(true);
+  });
+
+  it('derives the production parameters (two lanes, run on two threads) as node:crypto does', async () => {
+    const salt = randomBytes(16);
+    const expected = scryptSync('production pw', salt, 32, { ...PRODUCTION_SCRYPT, maxmem: 1 << 30 });
+    expect(PRODUCTION_SCRYPT.p).toBeGreaterThan(1);
+    expect((await deriveKey('production pw', salt, PRODUCTION_SCRYPT)).equals(expected)).toBe(true);
   });
 
   it('refuses parameters scrypt does not define or that would take more than 1 GiB', () => {
