@@ -1,4 +1,6 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -59,6 +61,36 @@ describe('FsBackend contract', () => {
   it('stores a body given in parts as their concatenation', async () => {
     await fsb.put('data/pack', [Buffer.from('ab'), new Uint8Array([99]), Buffer.alloc(0), Buffer.from('d')]);
     expect((await fsb.get('data/pack')).toString()).toBe('abcd');
+  });
+
+  it('writes packs byte-exact at sizes around the direct-write block and buffer sizes, wherever the repository lives', async () => {
+    // Packs go through a 1 MiB aligned buffer with O_DIRECT, the last block padded and cut back;
+    // tmpfs (/dev/shm) may refuse O_DIRECT, and then the same call writes through the page cache.
+    const roots = [dir];
+    if (existsSync('/dev/shm')) roots.push(await mkdtemp('/dev/shm/bunker-fs-'));
+    try {
+      for (const root of roots) {
+        const backend = new FsBackend(root);
+        for (const size of [0, 1, 4095, 4096, 4097, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 17]) {
+          const body = randomBytes(size);
+          // Parts of uneven sizes, so buffer fills straddle part boundaries.
+          const parts = [body.subarray(0, Math.floor(size / 3)), body.subarray(Math.floor(size / 3), size - 5), body.subarray(Math.max(0, size - 5))];
+          await backend.put(`data/ab/p${size}`, parts);
+          expect(await backend.stat(`data/ab/p${size}`)).toEqual({ name: `data/ab/p${size}`, size });
+          expect((await backend.get(`data/ab/p${size}`)).equals(body), `${root}: ${size} bytes`).toBe(true);
+        }
+        expect((await readdir(join(root, 'data', 'ab'))).filter((n) => n.startsWith('.tmp-'))).toEqual([]);
+      }
+    } finally {
+      for (const root of roots.slice(1)) await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('reports a failed write with the object name and leaves no temp file', async () => {
+    // A directory where the object should go: the write and fsync succeed, the rename fails.
+    await mkdir(join(dir, 'data', 'ab', 'second'), { recursive: true });
+    await expect(fsb.put('data/ab/second', Buffer.alloc(5000))).rejects.toMatchObject({ code: 'storage', message: expect.stringContaining('data/ab/second') });
+    expect(await readdir(join(dir, 'data', 'ab'))).toEqual(['second']);
   });
 
   it('overwrites atomically and leaves no temp file', async () => {
