@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Repository stream benchmark (issue 2): Bunker vs restic vs borg on a ~1.1 GB deterministic tar.
-# Usage: bench/repo-stream.sh     (about 4 GB of disk under bench/.work/repo-stream/)
+# Usage: bench/repo-stream.sh     (env RUNS=3 rounds, medians; about 4 GB of disk under bench/.work/repo-stream/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
