@@ -3,7 +3,7 @@
 // Prints wall time, stored size and peak RSS, and Bunker's ratios against restic and borg: medians of
 // RUNS rounds (default 3) in which the tools take turns.
 // Usage: bench/repo-stream.sh   (env RUNS=3; runs against dist/; data under bench/.work/repo-stream/)
-//        node bench/repo-stream.mjs store|read REPO_DIR     (the Bunker client the benchmark times)
+//        node bench/repo-stream.mjs init|store|read REPO_DIR     (the Bunker client the benchmark runs)
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -15,12 +15,16 @@ const root = resolve(fileURLToPath(import.meta.url), '../..');
 const PASSWORD = 'bench-password';
 
 // ---------- the Bunker client (child process, so RSS and wall time are its own) ----------
-if (process.argv[2] === 'store' || process.argv[2] === 'read') {
+if (process.argv[2] === 'init' || process.argv[2] === 'store' || process.argv[2] === 'read') {
   const { openRepository, initRepository } = await import(pathToFileURL(join(root, 'dist/repo/index.js')).href);
   const { FsBackend } = await import(pathToFileURL(join(root, 'dist/storage/index.js')).href);
   const storage = new FsBackend(process.argv[3]);
   const options = { storage, password: PASSWORD };
-  const repo = (await storage.stat('config')) ? await openRepository(options) : await initRepository(options);
+  if (process.argv[2] === 'init') {
+    await (await initRepository(options)).close();
+    process.exit(0);
+  }
+  const repo = await openRepository(options);
   if (process.argv[2] === 'store') {
     const w = repo.writeStream({ label: 'mixed.tar' });
     // stdin read 1 MiB at a time (process.stdin reads 64 KiB, which alone costs ~1.2 s per GB here).
@@ -80,7 +84,8 @@ const node = process.execPath;
 const self = fileURLToPath(import.meta.url);
 const tools = {
   bunker: {
-    init: () => {},
+    // Untimed, like `restic init` and `borg init`: every timed step opens an existing repository.
+    init: (dir) => spawnSync(node, [self, 'init', dir]),
     store: (dir) => `${node} ${self} store ${dir} < ${tar}`,
     read: (dir) => `${node} ${self} read ${dir} > /dev/null`,
     verify: (dir) => `${node} ${self} read ${dir} | sha256sum`,
