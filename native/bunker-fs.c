@@ -281,13 +281,78 @@ typedef struct {
   size_t len;
 } wf_part_t;
 
+static bool typed_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
+  bool is = false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t offset;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  if (napi_get_typedarray_info(env, v, &type, length, data, &ab, &offset) != napi_ok) return false;
+  return type == want;
+}
+
+/** Byte arrays handed to work on the thread pool, each referenced (kept alive) until it is done. */
+typedef struct {
+  wf_part_t *items;
+  napi_ref *refs;
+  size_t count;
+  size_t bytes;
+} parts_t;
+
+/** Takes every element of `array` (Uint8Arrays, Buffers included); false on anything else. */
+static bool parts_take(napi_env env, napi_value array, parts_t *p) {
+  bool is_array = false;
+  uint32_t count = 0;
+  if (napi_is_array(env, array, &is_array) != napi_ok || !is_array || napi_get_array_length(env, array, &count) != napi_ok) return false;
+  p->items = calloc(count + 1, sizeof *p->items);
+  p->refs = calloc(count + 1, sizeof *p->refs);
+  p->count = count;
+  if (!p->items || !p->refs) return false;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value v;
+    void *data;
+    size_t len;
+    if (napi_get_element(env, array, i, &v) != napi_ok || !typed_array(env, v, napi_uint8_array, &data, &len) ||
+        napi_create_reference(env, v, 1, &p->refs[i]) != napi_ok)
+      return false;
+    p->items[i].base = data, p->items[i].len = len;
+    p->bytes += len;
+  }
+  return true;
+}
+
+static void parts_release(napi_env env, parts_t *p) {
+  for (size_t i = 0; p->refs && i < p->count; i++) {
+    if (p->refs[i]) napi_delete_reference(env, p->refs[i]);
+  }
+  free(p->refs);
+  free(p->items);
+}
+
+/** Settles a thread-pool call's promise: undefined, or an errno error with .syscall (and .index if ≥ -1). */
+static void settle_call(napi_env env, napi_deferred deferred, int err, const char *syscall_name, long index) {
+  if (!err) {
+    napi_value undef;
+    napi_get_undefined(env, &undef);
+    napi_resolve_deferred(env, deferred, undef);
+    return;
+  }
+  napi_value error = errno_error(env, err, syscall_name), sys;
+  if (index >= -1) {
+    napi_value index_v;
+    napi_create_int64(env, index, &index_v);
+    napi_set_named_property(env, error, "index", index_v);
+  }
+  napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, error, "syscall", sys);
+  napi_reject_deferred(env, deferred, error);
+}
+
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   napi_ref names_ref, meta_ref, mtimes_ref;
-  napi_ref *part_refs;
-  wf_part_t *parts;
-  size_t part_count;
+  parts_t parts;
   char *dir;
   const char *names;
   const uint32_t *meta;
@@ -319,10 +384,10 @@ static void write_files_execute(napi_env env, void *arg) {
       break;
     }
     while (left > 0) {
-      while (at == w->parts[part].len) part++, at = 0;  // lengths were checked: the parts hold every byte
-      size_t n = w->parts[part].len - at;
+      while (at == w->parts.items[part].len) part++, at = 0;  // lengths were checked: the parts hold every byte
+      size_t n = w->parts.items[part].len - at;
       if (n > left) n = left;
-      ssize_t done = write(fd, w->parts[part].base + at, n);
+      ssize_t done = write(fd, w->parts.items[part].base + at, n);
       if (done < 0 && errno == EINTR) continue;
       if (done <= 0) {
         w->err = done < 0 ? errno : EIO, w->syscall_name = "write";
@@ -349,11 +414,7 @@ static void write_files_free(napi_env env, write_files_t *w) {
   if (w->names_ref) napi_delete_reference(env, w->names_ref);
   if (w->meta_ref) napi_delete_reference(env, w->meta_ref);
   if (w->mtimes_ref) napi_delete_reference(env, w->mtimes_ref);
-  for (size_t i = 0; w->part_refs && i < w->part_count; i++) {
-    if (w->part_refs[i]) napi_delete_reference(env, w->part_refs[i]);
-  }
-  free(w->part_refs);
-  free(w->parts);
+  parts_release(env, &w->parts);
   free(w->dir);
   free(w);
 }
@@ -361,30 +422,9 @@ static void write_files_free(napi_env env, write_files_t *w) {
 static void write_files_complete(napi_env env, napi_status status, void *arg) {
   write_files_t *w = arg;
   if (status != napi_ok && !w->err) w->err = ECANCELED, w->syscall_name = "writeFiles";
-  if (w->err) {
-    napi_value error = errno_error(env, w->err, w->syscall_name), index, sys;
-    napi_create_int64(env, w->index, &index);
-    napi_set_named_property(env, error, "index", index);
-    napi_create_string_utf8(env, w->syscall_name, NAPI_AUTO_LENGTH, &sys);
-    napi_set_named_property(env, error, "syscall", sys);
-    napi_reject_deferred(env, w->deferred, error);
-  } else {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, w->deferred, undef);
-  }
+  settle_call(env, w->deferred, w->err, w->syscall_name, w->index);
   napi_delete_async_work(env, w->work);
   write_files_free(env, w);
-}
-
-static bool typed_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
-  bool is = false;
-  napi_typedarray_type type;
-  napi_value ab;
-  size_t offset;
-  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
-  if (napi_get_typedarray_info(env, v, &type, length, data, &ab, &offset) != napi_ok) return false;
-  return type == want;
 }
 
 static napi_value write_files(napi_env env, napi_callback_info info) {
@@ -394,17 +434,15 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
   if (argc < 5) CHECK(napi_invalid_arg);
   void *names, *meta, *mtimes;
   size_t names_len, meta_len, mtimes_len;
-  bool is_buf = false, is_array = false;
-  uint32_t part_count = 0;
+  bool is_buf = false;
   if (napi_is_buffer(env, argv[1], &is_buf) != napi_ok || !is_buf || napi_get_buffer_info(env, argv[1], &names, &names_len) != napi_ok ||
-      napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[2], &part_count) != napi_ok ||
       !typed_array(env, argv[3], napi_uint32_array, &meta, &meta_len) ||
       !typed_array(env, argv[4], napi_bigint64_array, &mtimes, &mtimes_len) || meta_len % WF_META != 0 ||
       mtimes_len != meta_len / WF_META)
     CHECK(napi_invalid_arg);
   size_t count = mtimes_len;
   // Every name: non-empty, no "/", NUL-terminated, exactly `count` of them; lengths add up to the parts.
-  size_t at = 0, total = 0, part_bytes = 0;
+  size_t at = 0, total = 0;
   const char *nm = names;
   for (size_t i = 0; i < count; i++) {
     const char *end = at < names_len ? memchr(nm + at, 0, names_len - at) : NULL;
@@ -415,24 +453,8 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
   if (at != names_len) CHECK(napi_invalid_arg);
   write_files_t *w = calloc(1, sizeof *w);
   if (!w) return throw_errno(env, ENOMEM, "writeFiles");
-  w->parts = calloc(part_count + 1, sizeof *w->parts);
-  w->part_refs = calloc(part_count + 1, sizeof *w->part_refs);
-  w->part_count = part_count;
   w->dir = arg_path(env, argv[0]);
-  bool ok = w->parts && w->part_refs && w->dir;
-  for (uint32_t i = 0; ok && i < part_count; i++) {
-    napi_value v;
-    void *data;
-    size_t len;
-    ok = napi_get_element(env, argv[2], i, &v) == napi_ok && napi_is_buffer(env, v, &is_buf) == napi_ok && is_buf &&
-         napi_get_buffer_info(env, v, &data, &len) == napi_ok;
-    if (!ok) break;
-    w->parts[i].base = data, w->parts[i].len = len;
-    part_bytes += len;
-    // Each piece stays referenced (alive) until the work is done, whatever happens to the array.
-    ok = napi_create_reference(env, v, 1, &w->part_refs[i]) == napi_ok;
-  }
-  if (!ok || part_bytes != total) {
+  if (!w->dir || !parts_take(env, argv[2], &w->parts) || w->parts.bytes != total) {
     write_files_free(env, w);
     CHECK(napi_invalid_arg);
   }
@@ -458,9 +480,7 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
-  napi_ref *part_refs;
-  wf_part_t *parts;
-  size_t part_count;
+  parts_t parts;
   char *temp, *final, *dir;
   bool direct;
   int err;
@@ -493,9 +513,9 @@ static int write_direct(int fd, const write_object_t *w, const char **syscall_na
     return ENOMEM;
   }
   size_t filled = 0, total = 0;
-  for (size_t i = 0; i < w->part_count; i++) {
-    const uint8_t *p = w->parts[i].base;
-    size_t left = w->parts[i].len;
+  for (size_t i = 0; i < w->parts.count; i++) {
+    const uint8_t *p = w->parts.items[i].base;
+    size_t left = w->parts.items[i].len;
     total += left;
     while (left > 0) {
       size_t n = DIRECT_BYTES - filled < left ? DIRECT_BYTES - filled : left;
@@ -533,8 +553,8 @@ static void write_object_execute(napi_env env, void *arg) {
   if (direct) {
     w->err = write_direct(fd, w, &w->syscall_name);
   } else {
-    for (size_t i = 0; !w->err && i < w->part_count; i++) {
-      w->err = write_all(fd, w->parts[i].base, w->parts[i].len);
+    for (size_t i = 0; !w->err && i < w->parts.count; i++) {
+      w->err = write_all(fd, w->parts.items[i].base, w->parts.items[i].len);
       if (w->err) w->syscall_name = "write";
     }
   }
@@ -557,11 +577,7 @@ static void write_object_execute(napi_env env, void *arg) {
 }
 
 static void write_object_free(napi_env env, write_object_t *w) {
-  for (size_t i = 0; w->part_refs && i < w->part_count; i++) {
-    if (w->part_refs[i]) napi_delete_reference(env, w->part_refs[i]);
-  }
-  free(w->part_refs);
-  free(w->parts);
+  parts_release(env, &w->parts);
   free(w->temp);
   free(w->final);
   free(w->dir);
@@ -571,16 +587,7 @@ static void write_object_free(napi_env env, write_object_t *w) {
 static void write_object_complete(napi_env env, napi_status status, void *arg) {
   write_object_t *w = arg;
   if (status != napi_ok && !w->err) w->err = ECANCELED, w->syscall_name = "writeObject";
-  if (w->err) {
-    napi_value error = errno_error(env, w->err, w->syscall_name), sys;
-    napi_create_string_utf8(env, w->syscall_name, NAPI_AUTO_LENGTH, &sys);
-    napi_set_named_property(env, error, "syscall", sys);
-    napi_reject_deferred(env, w->deferred, error);
-  } else {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, w->deferred, undef);
-  }
+  settle_call(env, w->deferred, w->err, w->syscall_name, -2);
   napi_delete_async_work(env, w->work);
   write_object_free(env, w);
 }
@@ -591,32 +598,15 @@ static napi_value write_object(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 5) CHECK(napi_invalid_arg);
-  bool is_array = false, direct = false;
-  uint32_t part_count = 0;
-  if (napi_is_array(env, argv[3], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[3], &part_count) != napi_ok ||
-      napi_get_value_bool(env, argv[4], &direct) != napi_ok)
-    CHECK(napi_invalid_arg);
+  bool direct = false;
+  if (napi_get_value_bool(env, argv[4], &direct) != napi_ok) CHECK(napi_invalid_arg);
   write_object_t *w = calloc(1, sizeof *w);
   if (!w) return throw_errno(env, ENOMEM, "writeObject");
-  w->parts = calloc(part_count + 1, sizeof *w->parts);
-  w->part_refs = calloc(part_count + 1, sizeof *w->part_refs);
-  w->part_count = part_count;
   w->direct = direct;
   w->temp = arg_path(env, argv[0]);
   w->final = arg_path(env, argv[1]);
   w->dir = arg_path(env, argv[2]);
-  bool ok = w->parts && w->part_refs && w->temp && w->final && w->dir;
-  for (uint32_t i = 0; ok && i < part_count; i++) {
-    napi_value v;
-    void *data;
-    size_t len;
-    ok = napi_get_element(env, argv[3], i, &v) == napi_ok && typed_array(env, v, napi_uint8_array, &data, &len);
-    if (!ok) break;
-    w->parts[i].base = data, w->parts[i].len = len;
-    // Each part stays referenced (alive) until the work is done.
-    ok = napi_create_reference(env, v, 1, &w->part_refs[i]) == napi_ok;
-  }
-  if (!ok) {
+  if (!w->temp || !w->final || !w->dir || !parts_take(env, argv[3], &w->parts)) {
     write_object_free(env, w);
     CHECK(napi_invalid_arg);
   }
