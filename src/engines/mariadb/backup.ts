@@ -11,7 +11,8 @@ import { readResultSet } from './result-reader.js';
 import { RowEncoder } from './row-format.js';
 import { readColumns, readSchema, showCreateTable, withAutoIncrement, type DatabaseSchema, type TableInfo } from './schema.js';
 
-export const FORMAT = 1;
+/** 2: system-versioned tables carry every row version (TableInfo.history). 1 otherwise. */
+export const FORMAT = 2;
 
 /** What the schema stream holds (JSON): the database's objects, as of the consistent point. */
 export interface SchemaDocument {
@@ -72,9 +73,6 @@ export class MariadbBackup implements BackupSession {
       }
     } catch (err) {
       throw engineError(err, 'opening the dump connections');
-    }
-    for (const x of this.schema.tables) {
-      if (x.systemVersioned) this.ctx.log.warn(`mariadb: ${t.database}.${x.name} is system-versioned; only its current rows are backed up`);
     }
   }
 
@@ -143,6 +141,7 @@ export class MariadbBackup implements BackupSession {
         const cols = await readColumns(conn, this.target.database, table.name);
         table.columns = cols.columns;
         table.primaryKey = cols.primaryKey;
+        if (table.systemVersioned) table.history = cols.period ?? { start: 'ROW_START', end: 'ROW_END' };
         const key = `table/${index}`;
         const { ref, rows } = await this.copyTable(conn, table, onBytes);
         streams[key] = ref;
@@ -186,7 +185,7 @@ export class MariadbBackup implements BackupSession {
     const size = Object.values(streams).reduce((s, r) => s + r.size, 0);
     return {
       engine: 'mariadb',
-      format: FORMAT,
+      format: schema.tables.some((x) => x.history) ? FORMAT : 1,
       streams,
       trees: {},
       meta: {
@@ -202,10 +201,13 @@ export class MariadbBackup implements BackupSession {
 
   /** Streams one table's rows, as LOAD DATA text, into a repository stream. */
   private async copyTable(conn: Connection, table: TableInfo, onBytes: (n: number) => void): Promise<{ ref: StreamRef; rows: number }> {
-    const select = table.columns.map((c) => (c.kind === 'bit' ? `${q(c.name)} + 0` : q(c.name))).join(', ');
+    const history = table.history;
+    const selected = [...table.columns.map((c) => (c.kind === 'bit' ? `${q(c.name)} + 0` : q(c.name))), ...(history ? [q(history.start), q(history.end)] : [])];
     // InnoDB reads in primary-key order anyway; saying so keeps the order stable for deduplication.
-    const order = table.transactional && table.primaryKey.length ? ` ORDER BY ${table.primaryKey.map(q).join(', ')}` : '';
-    const sql = `SELECT ${select || 'NULL'} FROM ${q(table.name)}${order}`;
+    // A key value has several versions in a system-versioned table, told apart by their end.
+    const orderBy = [...table.primaryKey, ...(history && !table.primaryKey.includes(history.end) ? [history.end] : [])];
+    const order = table.transactional && table.primaryKey.length ? ` ORDER BY ${orderBy.map(q).join(', ')}` : '';
+    const sql = `SELECT ${selected.join(', ') || 'NULL'} FROM ${q(table.name)}${history ? ' FOR SYSTEM_TIME ALL' : ''}${order}`;
     const writer = this.ctx.repo.writeStream({ label: `mariadb ${this.target.database}.${table.name}` });
     const encoder = new RowEncoder();
     const raw = (conn as unknown as { connection: CbConnection }).connection;
@@ -221,7 +223,7 @@ export class MariadbBackup implements BackupSession {
     };
     // The rows are read off the socket by readResultSet() (not through mysql2's per-row handling)
     // and encoded from the network chunks in place: no Buffer per value or array per row.
-    const reader = readResultSet(raw, sql, Math.max(1, table.columns.length), (data, start, end) => {
+    const reader = readResultSet(raw, sql, Math.max(1, selected.length), (data, start, end) => {
       const block = encoder.pushPacket(data, start, end);
       if (!block) return;
       onBytes(block.length);

@@ -202,9 +202,23 @@ export class MariadbRestore implements RestoreSession {
       const v = `@c${i}`;
       sets.push(`${q(c.name)} = ${c.kind === 'bit' ? `CAST(${v} AS UNSIGNED)` : c.kind === 'textual' ? `CONVERT(${v} USING ascii)` : v}`);
     });
+    // Every version of a system-versioned table's rows, with their periods as they were: the server
+    // takes given ROW START/END values only with system_versioning_insert_history on (MariaDB 10.11+).
+    const history = table.history;
+    if (history) targets.push(q(history.start), q(history.end));
     const sql =
       `LOAD DATA LOCAL INFILE 'bunker-stream' INTO TABLE ${q(this.shadow)}.${q(table.name)} ${LOAD_DATA_FORMAT} ` +
       `(${targets.join(', ')})${sets.length ? ` SET ${sets.join(', ')}` : ''}`;
+    if (history) {
+      try {
+        await conn.query('SET SESSION system_versioning_insert_history = 1');
+      } catch (err) {
+        throw new BunkerError('engine', `mariadb: table ${table.name} is system-versioned, and this server cannot load its row history`, {
+          cause: err,
+          hint: 'Restore onto MariaDB 10.11 or later with secure_timestamp = NO (the default); the target is unchanged.',
+        });
+      }
+    }
     try {
       const res = await loadLocal(conn, sql, () => this.ctx.repo.readStream(ref));
       if (res.warningStatus > 0) {
@@ -220,6 +234,8 @@ export class MariadbRestore implements RestoreSession {
       }
     } catch (err) {
       throw engineError(err, `loading table ${table.name}`);
+    } finally {
+      if (history) await conn.query('SET SESSION system_versioning_insert_history = 0').catch(() => {});
     }
   }
 

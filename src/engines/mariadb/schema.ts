@@ -31,6 +31,12 @@ export interface TableInfo {
   /** Estimated bytes, for scheduling the largest tables first. */
   sizeEstimate: number;
   systemVersioned: boolean;
+  /**
+   * System-versioned tables: the period columns (ROW_START/ROW_END when implicit) that the data stream
+   * carries after `columns`, with every row version (FOR SYSTEM_TIME ALL), not only current rows.
+   * Absent in backups made before history was kept: those hold current rows only.
+   */
+  history?: { start: string; end: string };
 }
 
 export interface SequenceInfo {
@@ -79,10 +85,14 @@ function str(v: unknown): string {
 }
 
 /** Column list and kinds of one table, as the data stream carries them. */
-export async function readColumns(conn: Connection, db: string, table: string): Promise<{ columns: ColumnInfo[]; primaryKey: string[] }> {
+export async function readColumns(
+  conn: Connection,
+  db: string,
+  table: string,
+): Promise<{ columns: ColumnInfo[]; primaryKey: string[]; period?: { start: string; end: string } }> {
   const cols = await rows(
     conn,
-    `SELECT COLUMN_NAME AS name, DATA_TYPE AS type, IS_GENERATED AS gen, COLUMN_KEY AS ckey
+    `SELECT COLUMN_NAME AS name, DATA_TYPE AS type, IS_GENERATED AS gen, GENERATION_EXPRESSION AS expr, COLUMN_KEY AS ckey
        FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`,
     [db, table],
   );
@@ -93,7 +103,12 @@ export async function readColumns(conn: Connection, db: string, table: string): 
     [db, table],
   );
   const geometry = new Set(['geometry', 'point', 'linestring', 'polygon', 'multipoint', 'multilinestring', 'multipolygon', 'geometrycollection']);
+  // Period columns declared in the table (GENERATED ALWAYS AS ROW START/END); implicit ones are not listed.
+  const periodColumn = (expr: string) => cols.find((c) => str(c.gen).toUpperCase() === 'ALWAYS' && str(c.expr).toUpperCase() === expr);
+  const start = periodColumn('ROW START');
+  const end = periodColumn('ROW END');
   return {
+    ...(start && end ? { period: { start: str(start.name), end: str(end.name) } } : {}),
     columns: cols
       .filter((c) => str(c.gen).toUpperCase() !== 'ALWAYS')
       .map((c) => {
