@@ -7,16 +7,13 @@ import type { RowDataPacket } from 'mysql2/promise';
 import { BunkerError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/log.js';
 import { runBackup, runRestore } from '../../src/engines/engine.js';
-import { mariadbEngine } from '../../src/engines/mariadb/index.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
-import { admin, dropDb, fingerprint, uniqueDb, urlFor } from './helpers.js';
+import { admin, dropDb, engineFor as engine, fingerprint, uniqueDb } from './helpers.js';
 
 const source = uniqueDb('dupkey');
 const target = uniqueDb('dupkey_target');
-const env = { configDir: '/tmp', stateDir: '/tmp', log: silentLogger };
 const signal = new AbortController().signal;
-const engine = (db: string) => mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url: urlFor(db) }), env);
 let repo: TestRepo;
 
 beforeAll(async () => {

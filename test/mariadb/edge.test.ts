@@ -5,12 +5,12 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BunkerError } from '../../src/core/errors.js';
 import { createLogger, silentLogger } from '../../src/core/log.js';
-import { runBackup, runRestore, type Engine } from '../../src/engines/engine.js';
+import { runBackup, runRestore } from '../../src/engines/engine.js';
 import { mariadbEngine } from '../../src/engines/mariadb/index.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import type { Repository } from '../../src/repo/types.js';
-import { admin, dropDb, fingerprint, leftovers, runScript, uniqueDb, urlFor } from './helpers.js';
+import { admin, dropDb, engineFor as engine, fingerprint, leftovers, runScript, uniqueDb, urlFor } from './helpers.js';
 
 const env = { configDir: '/tmp', stateDir: '/tmp', log: silentLogger };
 const source = uniqueDb('edge');
@@ -18,10 +18,6 @@ const other = uniqueDb('edge_other');
 let repo: TestRepo;
 /** A second handle on the same repository, opened after the backup was flushed: what a restore in another process sees. */
 let reader: Repository | undefined;
-
-function engine(db: string): Engine {
-  return mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url: urlFor(db) }), env);
-}
 
 const signal = new AbortController().signal;
 

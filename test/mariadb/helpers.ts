@@ -3,6 +3,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise';
+import { silentLogger } from '../../src/core/log.js';
+import type { Engine } from '../../src/engines/engine.js';
+import { mariadbEngine } from '../../src/engines/mariadb/index.js';
 
 export const SERVER = { host: '127.0.0.1', port: 3306, user: 'root', password: '' };
 
@@ -12,6 +15,15 @@ export function uniqueDb(label: string): string {
 
 export function urlFor(db: string): string {
   return `mysql://root@127.0.0.1:3306/${db}`;
+}
+
+/** The mariadb engine for database `db` on the test server (plus config such as `jobs`), logging nothing. */
+export function engineFor(db: string, config: Record<string, unknown> = {}): Engine {
+  return mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url: urlFor(db), ...config }), {
+    configDir: '/tmp',
+    stateDir: '/tmp',
+    log: silentLogger,
+  });
 }
 
 export async function admin(database?: string): Promise<Connection> {

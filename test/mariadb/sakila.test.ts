@@ -3,13 +3,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/core/log.js';
 import { runBackup, runRestore, type Engine } from '../../src/engines/engine.js';
-import { mariadbEngine } from '../../src/engines/mariadb/index.js';
 import type { ServiceArtifact } from '../../src/repo/types.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import type { Repository } from '../../src/repo/types.js';
-import { admin, dropDb, fingerprint, leftovers, loadSakila, uniqueDb, urlFor } from './helpers.js';
+import { admin, dropDb, engineFor, fingerprint, leftovers, loadSakila, uniqueDb } from './helpers.js';
 
-const env = { configDir: '/tmp', stateDir: '/tmp', log: silentLogger };
 const source = uniqueDb('sakila');
 const other = uniqueDb('sakila_other');
 let repo: TestRepo;
@@ -17,7 +15,7 @@ let repo: TestRepo;
 let reader: Repository | undefined;
 
 function engine(db: string): Engine {
-  return mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url: urlFor(db), jobs: 3 }), env);
+  return engineFor(db, { jobs: 3 });
 }
 
 async function backup(db: string): Promise<ServiceArtifact> {

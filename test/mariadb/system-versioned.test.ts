@@ -5,15 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RowDataPacket } from 'mysql2/promise';
 import { silentLogger } from '../../src/core/log.js';
 import { runBackup, runRestore } from '../../src/engines/engine.js';
-import { mariadbEngine } from '../../src/engines/mariadb/index.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
-import { admin, dropDb, uniqueDb, urlFor } from './helpers.js';
+import { admin, dropDb, engineFor as engine, uniqueDb } from './helpers.js';
 
 const source = uniqueDb('versioned');
 const target = uniqueDb('versioned_target');
-const env = { configDir: '/tmp', stateDir: '/tmp', log: silentLogger };
 const signal = new AbortController().signal;
-const engine = (db: string) => mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url: urlFor(db) }), env);
 let repo: TestRepo;
 
 beforeAll(async () => {
@@ -54,7 +51,6 @@ const us = (column: string) => `CAST(${column} AS CHAR)`;
 async function versions(db: string): Promise<Record<string, unknown>> {
   const conn = await admin();
   try {
-    await conn.query("SET SESSION time_zone = '+00:00'");
     const all = async (sql: string) => (await conn.query<RowDataPacket[]>(sql))[0].map((r) => ({ ...r }));
     const create = async (table: string) => String((await conn.query<RowDataPacket[]>(`SHOW CREATE TABLE ${db}.${table}`))[0][0]!['Create Table']);
     return {
@@ -84,7 +80,6 @@ describe('mariadb system-versioned tables', () => {
     expect(await versions(target)).toEqual(before);
     // Querying as of a past moment gives the past: ann's balance before it was set to 0.
     const conn = await admin();
-    await conn.query("SET SESSION time_zone = '+00:00'"); // the periods above were read in UTC
     const [[past]] = await conn.query<RowDataPacket[]>(
       `SELECT balance FROM ${target}.account FOR SYSTEM_TIME AS OF TIMESTAMP ? WHERE id = 1`,
       [(before.account as { s: string }[])[1]!.s],
