@@ -1,10 +1,12 @@
 // Packs are written with O_DIRECT (FsBackend → writeObject in native/bunker-fs.c). A file system that
 // refuses the flag must still get its packs, through the page cache. No file system here refuses it,
-// so a child process runs with an LD_PRELOAD shim whose open() creates the file and then fails with
-// EINVAL whenever O_DIRECT is asked for (as some file systems do): the put must unlink that file, write
-// the pack buffered and leave no temp file behind.
+// so a child process runs with an LD_PRELOAD shim that refuses it the two ways file systems do:
+// SHIM_MODE=open: open() creates the file, then fails with EINVAL; the put must unlink that file.
+// SHIM_MODE=write: open() succeeds, then write() on a descriptor still in O_DIRECT fails with EINVAL;
+// the put must switch the descriptor to buffered writes and start the file over.
+// Either way the pack must come back whole, with no temp file left behind.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,25 +20,41 @@ const SHIM = `
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
-static int refuse(const char *path, int flags, mode_t mode, int (*real)(const char *, int, ...)) {
-  int fd = real(path, flags & ~O_DIRECT, mode);
-  if (fd >= 0) close(fd);
-  if (getenv("SHIM_LOG")) { FILE *f = fopen(getenv("SHIM_LOG"), "a"); if (f) { fprintf(f, "%s\\n", path); fclose(f); } }
-  errno = EINVAL;
-  return -1;
+static void note(const char *what, const char *path) {
+  const char *log = getenv("SHIM_LOG");
+  FILE *f = log ? fopen(log, "a") : NULL;
+  if (f) { fprintf(f, "%s %s\\n", what, path); fclose(f); }
 }
+static int refuse_at_open(void) { const char *m = getenv("SHIM_MODE"); return m && strcmp(m, "open") == 0; }
 #define SHIM_OPEN(name)                                                      \\
   int name(const char *path, int flags, ...) {                              \\
     static int (*real)(const char *, int, ...);                             \\
     if (!real) real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, #name); \\
     mode_t mode = 0;                                                        \\
     if (flags & O_CREAT) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); } \\
-    if (flags & O_DIRECT) return refuse(path, flags, mode, real);           \\
+    if ((flags & O_DIRECT) && refuse_at_open()) {                           \\
+      int fd = real(path, flags & ~O_DIRECT, mode);                         \\
+      if (fd >= 0) close(fd);                                               \\
+      note("open", path);                                                   \\
+      errno = EINVAL;                                                       \\
+      return -1;                                                            \\
+    }                                                                       \\
     return real(path, flags, mode);                                         \\
   }
 SHIM_OPEN(open)
 SHIM_OPEN(open64)
+ssize_t write(int fd, const void *buf, size_t n) {
+  static ssize_t (*real)(int, const void *, size_t);
+  if (!real) real = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+  if (!refuse_at_open() && getenv("SHIM_MODE") && (fcntl(fd, F_GETFL) & O_DIRECT)) {
+    note("write", "direct");
+    errno = EINVAL;
+    return -1;
+  }
+  return real(fd, buf, n);
+}
 `;
 
 const CHILD = `
@@ -57,23 +75,33 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('packs on a file system that refuses O_DIRECT', () => {
-  it('are written through the page cache, whole, with no temp file left', () => {
+  beforeAll(() => {
     writeFileSync(join(dir, 'shim.c'), SHIM);
     const cc = spawnSync('cc', ['-shared', '-fPIC', '-O1', '-o', join(dir, 'shim.so'), join(dir, 'shim.c'), '-ldl'], { encoding: 'utf8' });
     expect(cc.status, cc.stderr).toBe(0);
     writeFileSync(join(dir, 'child.mjs'), CHILD);
-    const repo = join(dir, 'repo');
-    const log = join(dir, 'refused.log');
+  });
+
+  const putThroughShim = (mode: 'open' | 'write') => {
+    const repo = join(dir, `repo-${mode}`);
+    const log = join(dir, `refused-${mode}.log`);
     const run = spawnSync(process.execPath, [join(dir, 'child.mjs'), repo], {
       encoding: 'utf8',
-      env: { ...process.env, LD_PRELOAD: join(dir, 'shim.so'), SHIM_LOG: log },
+      env: { ...process.env, LD_PRELOAD: join(dir, 'shim.so'), SHIM_MODE: mode, SHIM_LOG: log },
     });
     expect(run.status, run.stderr).toBe(0);
     expect(JSON.parse(run.stdout.trim().split('\n').pop()!)).toEqual({ same: true, size: 3 * (1 << 20) + 17 });
-    // The shim did refuse a direct open of the pack's temp file (so the fallback is what ran)...
-    const refused = spawnSync('cat', [log], { encoding: 'utf8' }).stdout;
-    expect(refused).toMatch(/data\/ab\/\.tmp-[0-9a-f]+\n/);
-    // ...and the file it created on the way was removed: only the pack is there.
+    // Only the pack is there: no temp file from the refused attempt.
     expect(readdirSync(join(repo, 'data', 'ab'))).toEqual(['pack']);
+    return readFileSync(log, 'utf8');
+  };
+
+  it('that refuses the flag at open (after creating the file) are written through the page cache', () => {
+    // The shim did refuse a direct open of the pack's temp file, so the fallback is what ran.
+    expect(putThroughShim('open')).toMatch(/^open .*data\/ab\/\.tmp-[0-9a-f]+$/m);
+  });
+
+  it('that refuses the direct writes are started over through the page cache', () => {
+    expect(putThroughShim('write')).toMatch(/^write direct$/m);
   });
 });
