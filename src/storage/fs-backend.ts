@@ -3,7 +3,7 @@
 // thread-pool trip), so a crash never leaves a partial object under its final name (only a `.tmp-*`
 // file that list() ignores).
 import { randomBytes } from 'node:crypto';
-import { close as closeFd, constants, fstat as fstatFd, open as openFd, promises as fs, read as readFd } from 'node:fs';
+import { close as closeFd, fstat as fstatFd, open as openFd, promises as fs, read as readFd } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { BunkerError } from '../core/index.js';
 import { nativeStorageFs } from './native.js';
