@@ -13,6 +13,7 @@ import { filesEngine } from '../dist/engines/files/index.js';
 import { runBackup } from '../dist/engines/engine.js';
 import { stderrLogger } from '../dist/core/log.js';
 import { generateMixedTree } from './lib/mixed-dataset.mjs';
+import { median } from './lib/stats.mjs';
 
 const WORK = join(import.meta.dirname, '.work', 'files');
 const DATA = join(WORK, 'mixed');
@@ -73,7 +74,6 @@ for (const changed of [false, true]) {
   }
 }
 await repo.close();
-const median = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 console.log('| changed since prepare() | pin() (median of 3) | pin() range | stat walk of every entry (fallback) | stream() | load average |');
 console.log('|---|---|---|---|---|---|');
 for (const c of ['none', '1%']) {

@@ -5,6 +5,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { median } from './lib/stats.mjs';
 
 const DURATION = process.env.BENCH_SECONDS ?? '8';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -55,7 +56,6 @@ try {
       direct.push(wrk(app.address, connections));
       proxied.push(wrk(gw.address, connections));
     }
-    const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     const pick = (runs, k) => median(runs.map((r) => r[k]));
     rows.push({
       connections,

@@ -11,12 +11,12 @@ import { FsBackend } from '../dist/storage/index.js';
 import { runBackup, runRestore } from '../dist/engines/engine.js';
 import { silentLogger } from '../dist/core/log.js';
 import { mariadbEngine } from '../dist/engines/mariadb/index.js';
+import { median } from './lib/stats.mjs';
 
 const TABLES = Number(process.env.TABLES ?? 8);
 const TABLE_SIZE = Number(process.env.TABLE_SIZE ?? 250000);
 const JOBS = process.env.JOBS ? Number(process.env.JOBS) : undefined;
 const RUNS = Number(process.env.RUNS ?? 3);
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const conn = ['-h', '127.0.0.1', '-P', '3306', '-u', 'root'];
 const work = join(process.cwd(), 'bench/.work/mariadb');
 rmSync(work, { recursive: true, force: true });

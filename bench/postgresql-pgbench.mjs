@@ -10,6 +10,7 @@ import { FsBackend } from '../dist/storage/index.js';
 import { runBackup, runRestore } from '../dist/engines/engine.js';
 import { silentLogger } from '../dist/core/log.js';
 import { postgresqlEngine } from '../dist/engines/postgresql/index.js';
+import { median } from './lib/stats.mjs';
 
 const SCALE = Number(process.env.SCALE ?? 30);
 const BASE = process.env.PGURL ?? 'postgresql://postgres@127.0.0.1:5432';
@@ -77,7 +78,6 @@ const timed = async (fn) => {
   const value = await fn();
   return { s: Number(process.hrtime.bigint() - t0) / 1e9, cpu: cpu() - c0, server: serverCpu() - s0, value };
 };
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const RUNS = Number(process.env.RUNS ?? 3);
 const created = [source];
 

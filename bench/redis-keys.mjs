@@ -12,6 +12,7 @@ import { FsBackend } from '../dist/storage/index.js';
 import { runBackup, runRestore } from '../dist/engines/engine.js';
 import { silentLogger } from '../dist/core/log.js';
 import { redisEngine } from '../dist/engines/redis/index.js';
+import { median } from './lib/stats.mjs';
 
 const KEYS = Number(process.env.KEYS ?? 1_000_000);
 const RUNS = Number(process.env.RUNS ?? 3);
@@ -69,7 +70,6 @@ async function fill(port) {
   return { keys, usedMemory: Number(/used_memory_dataset:(\d+)/.exec(memory)[1]) };
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const secs = (ms) => (ms / 1000).toFixed(2) + ' s';
 const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
 

@@ -10,6 +10,7 @@ import { createReadStream, existsSync, mkdirSync, readdirSync, rmSync, statSync 
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { median } from './lib/stats.mjs';
 
 const root = resolve(fileURLToPath(import.meta.url), '../..');
 const PASSWORD = 'bench-password';
@@ -114,7 +115,6 @@ console.log(`machine: ${spawnSync('nproc').stdout.toString().trim()} cores, load
 // The tools take turns, RUNS times (default 3), so a slow moment of the shared host falls on each of
 // them; every figure below is the median of its runs.
 const RUNS = Number(process.env.RUNS ?? 3);
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 const runs = Object.fromEntries(Object.keys(tools).map((name) => [name, []]));
 for (let run = 1; run <= RUNS; run++) {
   for (const [name, tool] of Object.entries(tools)) {

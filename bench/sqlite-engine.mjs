@@ -9,6 +9,7 @@ import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { median } from './lib/stats.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -51,7 +52,6 @@ async function main() {
   const work = join(process.cwd(), 'bench/.work/sqlite');
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
-  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const secs = (ms) => (ms / 1000).toFixed(2) + ' s';
   const time = async (fn) => {
     const t = performance.now();
