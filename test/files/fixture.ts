@@ -78,6 +78,10 @@ export function buildEdgeTree(dir: string, options: EdgeTreeOptions = {}): { dev
 
   mkdirSync(p('data'));
   writeFileSync(p('data/random-3m'), randomBytes(3 << 20)); // streamed, several chunks
+  // Restored with O_DIRECT in whole 4 KiB blocks: lengths just past the streaming threshold and off
+  // the block size exercise the carried-over tail and the padded, truncated last block.
+  writeFileSync(p('data/random-1m-plus-1'), randomBytes((1 << 20) + 1));
+  writeFileSync(p('data/random-odd'), randomBytes((5 << 20) + 4097));
   writeFileSync(p('data/text'), 'hello '.repeat(10_000));
   const sparse = openSync(p('data/sparse'), 'w');
   const size = options.sparseSize ?? 64 << 20;

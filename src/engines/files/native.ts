@@ -1,6 +1,7 @@
 // The small C addon (native/bunker-fs.c, built by `npm ci` through the root binding.gyp) for what
 // Node's fs lacks: nanosecond timestamps, user xattrs, mknod (FIFOs, devices) and RENAME_EXCHANGE, and
-// batched creation of small files (one thread-pool trip for a directory's batch).
+// batched creation of small files (one thread-pool trip for a directory's batch), and writes of
+// large files that bypass the page cache (O_DIRECT).
 import { loadNativeAddon } from '../../core/native-addon.js';
 
 export interface NativeFs {
@@ -23,6 +24,14 @@ export interface NativeFs {
    * and closed. Rejects at the first failure with .code, .errno, .syscall and .index (-1: the directory).
    */
   writeFiles(dir: Buffer, names: Buffer, parts: readonly Buffer[], meta: Uint32Array, mtimes: BigInt64Array): Promise<void>;
+  /**
+   * Writes the parts at `position` on the thread pool. On a descriptor opened with O_DIRECT (position
+   * then a multiple of 4096) they go through an aligned buffer instead of the page cache, and only
+   * whole 4 KiB blocks are written, unless `final`, which pads the last block and cuts the file back
+   * to its length; resolves to the bytes written (the caller passes the rest again next time). If the
+   * file system refuses the direct writes, the descriptor loses O_DIRECT and everything is written.
+   */
+  writeAt(fd: number, parts: readonly Uint8Array[], position: number, final: boolean): Promise<number>;
 }
 
 let loaded: NativeFs | undefined;
