@@ -194,11 +194,13 @@ typedef struct {
   uint8_t *joined;       // the allocation behind `in` when several parts were joined
   int level;             // seal: zstd level, 0 = never compress
   size_t expected_len;   // open: the plaintext length the index records
+  bool in_place;         // open: the caller owns the sealed bytes and lets them be decrypted over
   // results
   uint8_t id[32];
   uint8_t id2[32];       // hash2: the second chunk's id
   uint8_t *out;          // allocation handed to the result Buffer (freed by its finalizer)
   size_t out_len;
+  size_t out_offset;     // open in place, raw blob: the plaintext is the input at this offset (out NULL)
   int compressed;
   const char *error;
 } Op;
@@ -609,9 +611,12 @@ static void do_open(Op *op) {
     return;
   }
   // The flag byte is decrypted on its own, so the payload lands at the start of its allocation and a
-  // raw blob's plaintext needs no copy.
+  // raw blob's plaintext needs no copy. In place (a single input part the caller gave up), the payload
+  // is decrypted over its ciphertext: a raw blob's plaintext is then a view of the input, and a
+  // restore of incompressible data allocates nothing per blob.
   const size_t payload_len = op->in_len - SEAL_OVERHEAD;
-  uint8_t *payload = malloc(payload_len > 0 ? payload_len : 1);
+  const bool in_place = op->in_place && !op->joined;
+  uint8_t *payload = in_place ? (uint8_t *)op->in + NONCE_BYTES + 1 : malloc(payload_len > 0 ? payload_len : 1);
   uint8_t flag = 0xff, final_block[16];
   EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
   int n;
@@ -622,19 +627,22 @@ static void do_open(Op *op) {
            EVP_DecryptFinal_ex(c, final_block, &n) == 1;
   EVP_CIPHER_CTX_free(c);
   if (!ok) {
-    free(payload);
+    if (!in_place) free(payload);
     op->error = "authentication failed";
     return;
   }
+  const uint8_t *plain_at;
   if (flag == 0) {
-    op->out = payload;
+    if (in_place) op->out_offset = NONCE_BYTES + 1;
+    else op->out = payload;
     op->out_len = payload_len;
+    plain_at = payload;
   } else if (flag == 1) {
     // Decompress into exactly the length the index records: a frame that claims more is refused
     // rather than allocated (no decompression bombs).
     uint8_t *plain = malloc(op->expected_len > 0 ? op->expected_len : 1);
     size_t got = plain ? ZSTD_decompressDCtx(dctx(), plain, op->expected_len, payload, payload_len) : 0;
-    free(payload);
+    if (!in_place) free(payload);
     if (!plain || ZSTD_isError(got) || got != op->expected_len) {
       free(plain);
       op->error = "decompression failed or gave the wrong length";
@@ -642,12 +650,13 @@ static void do_open(Op *op) {
     }
     op->out = plain;
     op->out_len = got;
+    plain_at = plain;
   } else {
-    free(payload);
+    if (!in_place) free(payload);
     op->error = "unknown blob flag";
     return;
   }
-  hmac_id(op->keys, op->out, op->out_len, op->id);
+  hmac_id(op->keys, plain_at, op->out_len, op->id);
 }
 
 /** The op's work, on whichever thread runs it. */
@@ -756,9 +765,16 @@ static void complete(napi_env env, napi_status status, void *data) {
         break;
       }
       case OP_OPEN: {
-        napi_value plain = take_output(env, op), id = hex_id(env, op->id);
+        napi_value id = hex_id(env, op->id);
         napi_create_object(env, &result);
-        napi_set_named_property(env, result, "plain", plain);
+        if (op->out_offset > 0) {
+          // Decrypted in place: the caller takes the plaintext as a view of its input.
+          napi_value offset;
+          napi_create_double(env, (double)op->out_offset, &offset);
+          napi_set_named_property(env, result, "offset", offset);
+        } else {
+          napi_set_named_property(env, result, "plain", take_output(env, op));
+        }
         napi_set_named_property(env, result, "id", id);
         break;
       }
@@ -808,17 +824,25 @@ static Op *new_op(napi_env env, napi_callback_info info, OpKind kind, bool with_
   return op;
 }
 
-/** Queues an op on the thread pool; returns its promise. The input must not change until it settles. */
-static napi_value queue_op(napi_env env, napi_callback_info info, OpKind kind, bool with_keys) {
+/**
+ * Queues an op on the thread pool; returns its promise. The input must not change until it settles.
+ * `in_place`: an open may decrypt over its input.
+ */
+static napi_value queue_op_in(napi_env env, napi_callback_info info, OpKind kind, bool with_keys, bool in_place) {
   napi_value input, promise, name;
   Op *op = new_op(env, info, kind, with_keys, &input);
   if (!op) return NULL;
+  op->in_place = in_place;
   CHECK(napi_create_reference(env, input, 1, &op->input_ref));
   CHECK(napi_create_promise(env, &op->deferred, &promise));
   CHECK(napi_create_string_utf8(env, "bunker-codec", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_create_async_work(env, NULL, name, execute, complete, op, &op->work));
   CHECK(napi_queue_async_work(env, op->work));
   return promise;
+}
+
+static napi_value queue_op(napi_env env, napi_callback_info info, OpKind kind, bool with_keys) {
+  return queue_op_in(env, info, kind, with_keys, false);
 }
 
 /** hash(keys, data | parts) → Promise<hex id>. */
@@ -829,6 +853,12 @@ static napi_value hash2_async(napi_env env, napi_callback_info info) { return qu
 static napi_value seal_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_SEAL, true); }
 /** open(keys, sealed, plainLength) → Promise<{ plain: Buffer, id: hex }>; rejects when damaged. */
 static napi_value open_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_OPEN, true); }
+/**
+ * openInPlace(keys, sealed, plainLength) → Promise<{ plain: Buffer, id } | { offset, id }>: the same,
+ * decrypting over `sealed` (the caller's to give up: its bytes are plaintext or garbage afterwards).
+ * A raw blob's plaintext is then sealed[offset, offset + plainLength), returned as `offset`.
+ */
+static napi_value open_in_place_async(napi_env env, napi_callback_info info) { return queue_op_in(env, info, OP_OPEN, true, true); }
 /** sha256(parts) → Promise<hex>: the plain SHA-256 of the concatenated parts (pack names). */
 static napi_value sha256_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_SHA256, false); }
 
@@ -1196,6 +1226,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"hashSync", NULL, hash_sync, NULL, NULL, NULL, napi_default, NULL},
       {"seal", NULL, seal_async, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, open_async, NULL, NULL, NULL, napi_default, NULL},
+      {"openInPlace", NULL, open_in_place_async, NULL, NULL, NULL, napi_default, NULL},
       {"sha256", NULL, sha256_async, NULL, NULL, NULL, napi_default, NULL},
       {"sealSync", NULL, seal_sync, NULL, NULL, NULL, napi_default, NULL},
       {"openSync", NULL, open_sync, NULL, NULL, NULL, napi_default, NULL},

@@ -46,6 +46,30 @@ describe('native codec', () => {
     }
   });
 
+  it('opens in place: a raw blob\'s plaintext is a view of the sealed bytes, a compressed one is new; damage is still refused', async () => {
+    for (const [data, compresses] of [
+      [randomBytes(1 << 20), false],
+      [text(1 << 20), true],
+    ] as const) {
+      const { sealed, compressed } = await codec.seal(data, 3);
+      expect(compressed).toBe(compresses);
+      // At an offset inside a larger buffer, as a blob inside a ranged read of a pack.
+      const pack = Buffer.concat([randomBytes(100), sealed, randomBytes(100)]);
+      const before = Buffer.from(pack);
+      const inPack = pack.subarray(100, 100 + sealed.length);
+      const { plain, id } = await codec.open(inPack, data.length, 'blob I', true);
+      expect(plain.equals(data)).toBe(true);
+      expect(id).toBe(hmac(data));
+      expect(plain.buffer === pack.buffer).toBe(!compresses);
+      // Only the blob's own bytes were decrypted over; its neighbours are untouched.
+      expect(pack.subarray(0, 100).equals(before.subarray(0, 100))).toBe(true);
+      expect(pack.subarray(100 + sealed.length).equals(before.subarray(100 + sealed.length))).toBe(true);
+      const damaged = Buffer.from(sealed);
+      damaged[damaged.length >> 1] ^= 1;
+      await expect(codec.open(damaged, data.length, 'blob J', true)).rejects.toThrow(/blob J failed authentication/);
+    }
+  });
+
   it('seals a blob given as parts like the joined bytes (samples and raw encryption cross part edges)', async () => {
     for (const [data, level, compresses] of [
       [randomBytes(700_000), 3, false], // sampled across parts, then encrypted part by part

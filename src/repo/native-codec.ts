@@ -38,6 +38,8 @@ interface CodecAddon {
   hashSync(keys: KeysHandle, data: Input): string;
   seal(keys: KeysHandle, data: Input, level: number): Promise<SealResult>;
   open(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult>;
+  /** open() decrypting over `sealed`; a raw blob's plaintext comes back as its offset in `sealed`. */
+  openInPlace(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult | { offset: number; id: string }>;
   sha256(parts: Uint8Array[]): Promise<string>;
   sealSync(keys: KeysHandle, data: Input, level: number): SealResult;
   openSync(keys: KeysHandle, sealed: Uint8Array, plainLength: number): OpenResult;
@@ -148,10 +150,20 @@ export class NativeCodec {
     return this.run(() => this.addon.seal(this.keys, data, level));
   }
 
-  /** Decrypts, authenticates, decompresses and hashes a sealed blob; `what` names it in errors. */
-  async open(sealed: Uint8Array, plainLength: number, what: string): Promise<OpenResult> {
+  /**
+   * Decrypts, authenticates, decompresses and hashes a sealed blob; `what` names it in errors.
+   * `inPlace`: the caller gives up `sealed` (freshly read, shared with nobody), which is decrypted over,
+   * so a raw blob's plaintext is a view of it instead of a new allocation: a restore of incompressible
+   * data then allocates no external memory per blob, and V8 runs no full GC for it.
+   */
+  async open(sealed: Uint8Array, plainLength: number, what: string, inPlace = false): Promise<OpenResult> {
     try {
       if (sealed.length < SYNC_BYTES && !this.closed) return this.addon.openSync(this.keys, sealed, plainLength);
+      if (inPlace) {
+        const r = await this.run(() => this.addon.openInPlace(this.keys, sealed, plainLength));
+        if ('plain' in r) return r;
+        return { plain: Buffer.from(sealed.buffer, sealed.byteOffset + r.offset, plainLength), id: r.id };
+      }
       return await this.run(() => this.addon.open(this.keys, sealed, plainLength));
     } catch (err) {
       if (err instanceof BunkerError) throw err;

@@ -590,11 +590,14 @@ export class BunkerRepository implements Repository {
     }
   }
 
-  /** Decrypts a sealed blob on the thread pool and checks it against its id and length. */
+  /**
+   * Decrypts a sealed blob on the thread pool and checks it against its id and length. The sealed
+   * bytes must be this call's alone (freshly read): they are decrypted over.
+   */
   private async openBlob(id: BlobId, entry: IndexEntry, sealed: Uint8Array): Promise<Buffer> {
     const name = packName(entry.pack);
     const what = `blob ${id} in pack ${name}`;
-    const { plain, id: actual } = await this.codec.open(sealed, entry.rawLength, what);
+    const { plain, id: actual } = await this.codec.open(sealed, entry.rawLength, what, true);
     if (actual !== id || plain.length !== entry.rawLength) throw corrupt(`${what} does not match its id`, name);
     return plain;
   }

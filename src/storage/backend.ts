@@ -29,6 +29,7 @@ export interface StorageBackend {
    * The object's bytes, or `range.length` bytes from `range.offset`. Read-after-write: an object whose
    * put() resolved is visible to every later get(). A missing object rejects with a BunkerError
    * (code `storage`) for which isNotFound() is true; a range beyond the end rejects with code `corrupt`.
+   * The Buffer is the caller's alone, never a cached or shared one: the repository decrypts blobs over it.
    */
   get(name: string, range?: ByteRange): Promise<Buffer>;
 
