@@ -65,7 +65,7 @@ describe('native codec', () => {
       expect(pack.subarray(0, 100).equals(before.subarray(0, 100))).toBe(true);
       expect(pack.subarray(100 + sealed.length).equals(before.subarray(100 + sealed.length))).toBe(true);
       const damaged = Buffer.from(sealed);
-      damaged[damaged.length >> 1] ^= 1;
+      damaged[damaged.length >> 1]! ^= 1;
       await expect(codec.open(damaged, data.length, 'blob J', true)).rejects.toThrow(/blob J failed authentication/);
     }
   });
