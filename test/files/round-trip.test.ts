@@ -57,6 +57,11 @@ describe('files engine round trip', () => {
       expect(got.get('/data/xattr-file')?.xattrs).toContain('user.binary=000102ff');
       expect(got.get('/names/bad-%ff%fe-utf8')).toBeDefined();
       expect(lstatSync(join(other, 'mount/data/sparse')).blocks * 512).toBeLessThan(1 << 20);
+      // The artifact's totals: every file name (hard links each count), every directory with the
+      // root, and the files' bytes, summed over leaf and inner directories alike.
+      const files = [...want.values()].filter((f) => f.type === 'file');
+      expect(first.meta).toMatchObject({ files: files.length, dirs: [...want.values()].filter((f) => f.type === 'dir').length });
+      expect(first.size).toBe(files.reduce((n, f) => n + Number(f.size), 0));
     } finally {
       rmSync(other, { recursive: true, force: true });
     }
