@@ -21,6 +21,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #ifndef RENAME_EXCHANGE
@@ -728,6 +729,134 @@ static napi_value write_at(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// ---------- statDir: a directory's names and their lstat, in one thread-pool trip ----------
+
+/** int64 fields per entry in statDir's result. */
+#define SD_FIELDS 12
+enum { SD_ERRNO, SD_MODE, SD_UID, SD_GID, SD_SIZE, SD_BLOCKS, SD_NLINK, SD_DEV, SD_INO, SD_RDEV, SD_MTIME, SD_CTIME };
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *dir;
+  size_t limit;
+  char *names;  // each name followed by a NUL
+  size_t names_len, names_cap;
+  int64_t *stats;
+  size_t count, stats_cap;
+  bool truncated;
+  int err;
+  const char *syscall_name;
+} stat_dir_t;
+
+static int64_t ns_of(struct timespec t) { return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec; }
+
+static void stat_dir_execute(napi_env env, void *arg) {
+  (void)env;
+  stat_dir_t *w = arg;
+  int dfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+  if (!d) {
+    w->err = errno, w->syscall_name = "opendir";
+    if (dfd >= 0) close(dfd);
+    return;
+  }
+  struct dirent *e;
+  errno = 0;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0))) continue;
+    if (w->count == w->limit) {
+      w->truncated = true;  // the caller lists this directory the slow way, in bounded memory
+      break;
+    }
+    size_t len = strlen(e->d_name) + 1;
+    if (w->names_len + len > w->names_cap || w->count == w->stats_cap) {
+      size_t ncap = w->names_cap ? w->names_cap * 2 : 16384, scap = w->stats_cap ? w->stats_cap * 2 : 256;
+      while (ncap < w->names_len + len) ncap *= 2;
+      char *n = realloc(w->names, ncap);
+      if (n) w->names = n, w->names_cap = ncap;
+      int64_t *st = w->count == w->stats_cap ? realloc(w->stats, scap * SD_FIELDS * sizeof *st) : w->stats;
+      if (st && w->count == w->stats_cap) w->stats = st, w->stats_cap = scap;
+      if (!n || !st) {
+        w->err = ENOMEM, w->syscall_name = "statDir";
+        break;
+      }
+    }
+    memcpy(w->names + w->names_len, e->d_name, len);
+    w->names_len += len;
+    int64_t *f = w->stats + w->count * SD_FIELDS;
+    memset(f, 0, SD_FIELDS * sizeof *f);
+    struct stat st;
+    if (fstatat(dfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      f[SD_ERRNO] = errno;  // e.g. ENOENT: removed since it was listed
+    } else {
+      f[SD_MODE] = st.st_mode, f[SD_UID] = st.st_uid, f[SD_GID] = st.st_gid, f[SD_SIZE] = st.st_size;
+      f[SD_BLOCKS] = st.st_blocks, f[SD_NLINK] = (int64_t)st.st_nlink, f[SD_DEV] = (int64_t)st.st_dev;
+      f[SD_INO] = (int64_t)st.st_ino, f[SD_RDEV] = (int64_t)st.st_rdev;
+      f[SD_MTIME] = ns_of(st.st_mtim), f[SD_CTIME] = ns_of(st.st_ctim);
+    }
+    w->count++;
+    errno = 0;
+  }
+  if (!w->err && !w->truncated && errno != 0) w->err = errno, w->syscall_name = "readdir";
+  closedir(d);
+}
+
+static void stat_dir_complete(napi_env env, napi_status status, void *arg) {
+  stat_dir_t *w = arg;
+  if (status != napi_ok && !w->err) w->err = ECANCELED, w->syscall_name = "statDir";
+  if (w->err) {
+    settle_call(env, w->deferred, w->err, w->syscall_name, -2);
+  } else {
+    napi_value result, names, stats_ab, stats, truncated;
+    void *data;
+    napi_create_object(env, &result);
+    napi_get_boolean(env, w->truncated, &truncated);
+    napi_set_named_property(env, result, "truncated", truncated);
+    napi_create_buffer_copy(env, w->names_len, w->names_len ? w->names : "", &data, &names);
+    napi_create_arraybuffer(env, w->count * SD_FIELDS * sizeof(int64_t), &data, &stats_ab);
+    if (w->count) memcpy(data, w->stats, w->count * SD_FIELDS * sizeof(int64_t));
+    napi_create_typedarray(env, napi_bigint64_array, w->count * SD_FIELDS, stats_ab, 0, &stats);
+    napi_set_named_property(env, result, "names", names);
+    napi_set_named_property(env, result, "stats", stats);
+    napi_resolve_deferred(env, w->deferred, result);
+  }
+  napi_delete_async_work(env, w->work);
+  free(w->dir);
+  free(w->names);
+  free(w->stats);
+  free(w);
+}
+
+/**
+ * statDir(dir: Buffer, limit: number) → Promise<{ names: Buffer, stats: BigInt64Array, truncated }>:
+ * every entry of the directory but "." and "..", in readdir order, each name followed by a NUL, and
+ * per entry SD_FIELDS int64s of its lstat (errno first: non-zero when that entry could not be
+ * stat'ed, such as ENOENT). Over `limit` entries it stops and says `truncated`.
+ */
+static napi_value stat_dir(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) CHECK(napi_invalid_arg);
+  uint32_t limit;
+  if (napi_get_value_uint32(env, argv[1], &limit) != napi_ok) CHECK(napi_invalid_arg);
+  stat_dir_t *w = calloc(1, sizeof *w);
+  if (!w) return throw_errno(env, ENOMEM, "statDir");
+  w->dir = arg_path(env, argv[0]);
+  if (!w->dir) {
+    free(w);
+    CHECK(napi_invalid_arg);
+  }
+  w->limit = limit;
+  napi_value promise, resource_name;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, "bunker-fs:statDir", NAPI_AUTO_LENGTH, &resource_name);
+  napi_create_async_work(env, NULL, resource_name, stat_dir_execute, stat_dir_complete, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"utimens", NULL, utimens, NULL, NULL, NULL, napi_default, NULL},
@@ -739,6 +868,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},
       {"writeObject", NULL, write_object, NULL, NULL, NULL, napi_default, NULL},
       {"writeAt", NULL, write_at, NULL, NULL, NULL, napi_default, NULL},
+      {"statDir", NULL, stat_dir, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

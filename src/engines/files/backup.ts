@@ -65,7 +65,7 @@ function countEvent(): void {
   if (burst === Math.floor(QUEUE_SIZE / 4)) overflowEpoch++;
 }
 
-export function entryType(st: BigIntStats): EntryType | undefined {
+export function entryType(st: io.EntryStat): EntryType | undefined {
   if (st.isFile()) return 'file';
   if (st.isDirectory()) return 'dir';
   if (st.isSymbolicLink()) return 'symlink';
@@ -76,7 +76,7 @@ export function entryType(st: BigIntStats): EntryType | undefined {
   return undefined;
 }
 
-function entryFromStat(name: Buffer, type: EntryType, st: BigIntStats): TreeEntry {
+function entryFromStat(name: Buffer, type: EntryType, st: io.EntryStat): TreeEntry {
   return {
     name,
     type,
@@ -91,7 +91,7 @@ function entryFromStat(name: Buffer, type: EntryType, st: BigIntStats): TreeEntr
 }
 
 /** True when the stat shows the entry as it was recorded (same inode, times, size, owner and mode). */
-function unchanged(prev: TreeEntry, st: BigIntStats, type: EntryType): boolean {
+function unchanged(prev: TreeEntry, st: io.EntryStat, type: EntryType): boolean {
   return (
     prev.type === type &&
     prev.ino === st.ino &&
@@ -119,7 +119,7 @@ interface Spilled {
 
 interface ReadResult {
   content: StreamRef;
-  st: BigIntStats;
+  st: io.EntryStat;
   unstable: boolean;
   /** The file's user xattrs, read through the open descriptor (null: not read, ask by path). */
   xattrs: Array<[Buffer, Buffer]> | undefined | null;
@@ -578,10 +578,11 @@ export class FilesBackupSession implements BackupSession {
     prevLoad: Map<string, TreeEntry> | Promise<Map<string, TreeEntry> | undefined> | undefined,
   ): Promise<TreeEntry[]> {
     if (this.ctx.signal.aborted) throw new BunkerError('aborted', 'the backup was cancelled');
-    let names: Buffer[];
+    let listing: { names: Buffer[]; stats?: Array<io.EntryStat | null> };
     let prev: Map<string, TreeEntry> | undefined;
     try {
-      [names, prev] = await Promise.all([fsp.readdir(abs, { encoding: 'buffer' }), prevLoad]);
+      // Names and their lstat in one thread-pool trip, while the parent's tree is decoded here.
+      [listing, prev] = await Promise.all([io.listDir(abs), prevLoad]);
     } catch (err) {
       if (isMissing(err)) {
         this.warn(rel, `directory ${showPath(Buffer.from(rel, 'latin1'))} disappeared during the backup`);
@@ -589,9 +590,10 @@ export class FilesBackupSession implements BackupSession {
       }
       throw new BunkerError('engine', `cannot list ${showPath(abs)}: ${(err as Error).message}`, { cause: err });
     }
-    const results = await mapLimit(names, ENTRY_FANOUT, async (name) => {
+    const { names, stats } = listing;
+    const results = await mapLimit(names, ENTRY_FANOUT, async (name, i) => {
       if (this.hasExcludes && this.excluded(relText(rel, name))) return undefined;
-      return this.describe(rel, joinPath(abs, name), name, prev?.get(nameKey(name)));
+      return this.describe(rel, joinPath(abs, name), name, prev?.get(nameKey(name)), stats?.[i]);
     });
     return results.filter((e): e is TreeEntry => e !== undefined);
   }
@@ -600,12 +602,14 @@ export class FilesBackupSession implements BackupSession {
     return (await this.onThread.ready()) ? this.onThread.run(() => lstatSync(path, { bigint: true })) : io.lstat(path);
   }
 
-  private async describe(rel: string, path: Buffer, name: Buffer, prev: TreeEntry | undefined): Promise<TreeEntry | undefined> {
-    let st: BigIntStats;
+  /** `known`: the entry's lstat when its directory was listed with stats (null: it was gone by then). */
+  private async describe(rel: string, path: Buffer, name: Buffer, prev: TreeEntry | undefined, known?: io.EntryStat | null): Promise<TreeEntry | undefined> {
+    if (known === null) return undefined; // removed between readdir and lstat: not part of this backup
+    let st: io.EntryStat;
     try {
-      st = await this.lstat(path);
+      st = known ?? (await this.lstat(path));
     } catch (err) {
-      if (isMissing(err)) return undefined; // removed between readdir and lstat: not part of this backup
+      if (isMissing(err)) return undefined;
       throw err;
     }
     const type = entryType(st);
@@ -684,8 +688,8 @@ export class FilesBackupSession implements BackupSession {
    * unstable. "Changed" compares the stat before (the walk's lstat) with fstat after reading: four
    * calls per small file (open, read, fstat, close), which is what a warm-cache walk is made of.
    */
-  private async readFile(rel: string, name: Buffer, path: Buffer, walkSt: BigIntStats): Promise<ReadResult> {
-    let before = walkSt;
+  private async readFile(rel: string, name: Buffer, path: Buffer, walkSt: io.EntryStat): Promise<ReadResult> {
+    let before: io.EntryStat = walkSt;
     let last: ReadResult | undefined;
     for (let attempt = 0; attempt < 2; attempt++) {
       const size = Number(before.size);

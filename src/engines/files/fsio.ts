@@ -4,6 +4,8 @@
 // the synchronous calls are cheaper still.
 import fs, { type BigIntStats } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { getSystemErrorName } from 'node:util';
+import { nativeFs } from './native.js';
 
 const BURST = 128;
 const SLOW_US = 200;
@@ -132,4 +134,90 @@ export function fchown(fd: number, uid: number, gid: number): Promise<void> {
 
 export function fchmod(fd: number, mode: number): Promise<void> {
   return new Promise((resolve, reject) => fs.fchmod(fd, mode, (err) => (err ? reject(err) : resolve())));
+}
+
+/** What the walk reads of an lstat: Node's BigIntStats has it, and so does a statDir() row. */
+export type EntryStat = Pick<
+  BigIntStats,
+  'mode' | 'uid' | 'gid' | 'size' | 'blocks' | 'nlink' | 'dev' | 'ino' | 'rdev' | 'mtimeNs' | 'ctimeNs' | 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isFIFO' | 'isSocket' | 'isCharacterDevice' | 'isBlockDevice'
+>;
+
+/** int64s per entry in statDir(): errno, mode, uid, gid, size, blocks, nlink, dev, ino, rdev, mtime ns, ctime ns. */
+const STAT_FIELDS = 12;
+const S_IFMT = 0o170000n;
+
+/** One entry of a statDir() result. */
+class RowStat implements EntryStat {
+  readonly mode: bigint;
+  readonly uid: bigint;
+  readonly gid: bigint;
+  readonly size: bigint;
+  readonly blocks: bigint;
+  readonly nlink: bigint;
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly rdev: bigint;
+  readonly mtimeNs: bigint;
+  readonly ctimeNs: bigint;
+  constructor(s: BigInt64Array, at: number) {
+    this.mode = s[at + 1]!;
+    this.uid = s[at + 2]!;
+    this.gid = s[at + 3]!;
+    this.size = s[at + 4]!;
+    this.blocks = s[at + 5]!;
+    this.nlink = s[at + 6]!;
+    this.dev = s[at + 7]!;
+    this.ino = s[at + 8]!;
+    this.rdev = s[at + 9]!;
+    this.mtimeNs = s[at + 10]!;
+    this.ctimeNs = s[at + 11]!;
+  }
+  isFile(): boolean {
+    return (this.mode & S_IFMT) === 0o100000n;
+  }
+  isDirectory(): boolean {
+    return (this.mode & S_IFMT) === 0o040000n;
+  }
+  isSymbolicLink(): boolean {
+    return (this.mode & S_IFMT) === 0o120000n;
+  }
+  isFIFO(): boolean {
+    return (this.mode & S_IFMT) === 0o010000n;
+  }
+  isSocket(): boolean {
+    return (this.mode & S_IFMT) === 0o140000n;
+  }
+  isCharacterDevice(): boolean {
+    return (this.mode & S_IFMT) === 0o020000n;
+  }
+  isBlockDevice(): boolean {
+    return (this.mode & S_IFMT) === 0o060000n;
+  }
+}
+
+/** A directory with more entries than this is listed name by name instead (bounded memory). */
+const STAT_DIR_LIMIT = 65_536;
+
+/**
+ * A directory's names and, when it was read in one statDir() trip, each one's lstat (null: gone
+ * since it was listed). Without stats (a very large directory) the caller stats each name.
+ */
+export async function listDir(dir: Buffer, limit = STAT_DIR_LIMIT): Promise<{ names: Buffer[]; stats?: Array<EntryStat | null> }> {
+  const r = await nativeFs().statDir(dir, limit);
+  if (r.truncated) return { names: await fs.promises.readdir(dir, { encoding: 'buffer' }) };
+  const names: Buffer[] = [];
+  const stats: Array<EntryStat | null> = [];
+  for (let at = 0, i = 0; at < r.names.length; i++) {
+    const end = r.names.indexOf(0, at);
+    const name = r.names.subarray(at, end);
+    at = end + 1;
+    const errno = Number(r.stats[i * STAT_FIELDS]);
+    if (errno !== 0 && errno !== 2 /* ENOENT */ && errno !== 20 /* ENOTDIR */) {
+      const code = getSystemErrorName(-errno);
+      throw Object.assign(new Error(`${code}: lstat failed for ${Buffer.concat([dir, Buffer.from('/'), name]).toString()}`), { code, errno: -errno, syscall: 'lstat' });
+    }
+    names.push(name);
+    stats.push(errno === 0 ? new RowStat(r.stats, i * STAT_FIELDS) : null);
+  }
+  return { names, stats };
 }

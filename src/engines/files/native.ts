@@ -32,6 +32,12 @@ export interface NativeFs {
    * file system refuses the direct writes, the descriptor loses O_DIRECT and everything is written.
    */
   writeAt(fd: number, parts: readonly Uint8Array[], position: number, final: boolean): Promise<number>;
+  /**
+   * A directory's entries and their lstat in one thread-pool trip (a trip per entry costs several
+   * times the cached lstat): `names` each followed by a NUL, in readdir order, and per entry
+   * STAT_FIELDS int64s in `stats` (see fsio.ts's RowStat). Stops at `limit` entries with `truncated`.
+   */
+  statDir(dir: Buffer, limit: number): Promise<{ names: Buffer; stats: BigInt64Array; truncated: boolean }>;
 }
 
 let loaded: NativeFs | undefined;
