@@ -1,6 +1,8 @@
 // Mounts benchmark: Bunker's files engine against restic and borg on the same 1.1 GB mixed tree, in
 // the same run: first backup, backup with nothing changed, backup after 1% of files changed, full
 // restore, stored size and peak RSS (GNU time's max RSS for the other tools, getrusage for Bunker).
+// RUNS rounds (default 3), each on fresh repositories with the tools taking turns going first;
+// medians are reported.
 // Optional: --million also backs up 1,000,000 small files with Bunker and reports its peak RSS
 // (--million-only does just that).
 // Run through bench/files-tree.sh (builds dist/, installs missing tools).
@@ -8,6 +10,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, appendFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateMixedTree } from './lib/mixed-dataset.mjs';
+import { median } from './lib/stats.mjs';
 
 const WORK = join(import.meta.dirname, '.work', 'files');
 const DATA = join(WORK, 'mixed'); // pristine, reused between runs
@@ -63,16 +66,41 @@ function changeOnePercent() {
   return n + 3;
 }
 
+const RUNS = Number(process.env.RUNS ?? 3);
+const TOOLS = ['bunker', 'restic', 'borg'];
+const STEPS = ['first backup', 'nothing changed', '1% changed', 'full restore'];
+
 function main() {
   mkdirSync(WORK, { recursive: true });
   console.log('dataset: generating (skipped when present)...');
   generateMixedTree(DATA);
+  const runs = [];
+  for (let run = 0; run < RUNS; run++) runs.push(oneRun(run));
+
+  console.log(`\nmedians of ${RUNS} runs (tools take turns going first):`);
+  const med = (step, tool) => median(runs.map((r) => r.ms[step][tool]));
+  const summary = {};
+  for (const step of STEPS) {
+    summary[step] = Object.fromEntries(TOOLS.map((t) => [t, med(step, t)]));
+    const perRun = runs.map((r) => (r.ms[step].bunker / r.ms[step].restic).toFixed(2)).join(', ');
+    console.log(`${step.padEnd(16)} bunker ${(summary[step].bunker / 1000).toFixed(2)} s, restic ${(summary[step].restic / 1000).toFixed(2)} s, borg ${(summary[step].borg / 1000).toFixed(2)} s; bunker/restic ${median(runs.map((r) => r.ms[step].bunker / r.ms[step].restic)).toFixed(2)} (runs ${perRun}), bunker/borg ${median(runs.map((r) => r.ms[step].bunker / r.ms[step].borg)).toFixed(2)}`);
+  }
+  const sizeRatio = median(runs.map((r) => r.sizes.bunker / r.sizes.restic));
+  console.log(`stored size after 3 backups: bunker ${(median(runs.map((r) => r.sizes.bunker)) / 1e6).toFixed(0)} MB, restic ${(median(runs.map((r) => r.sizes.restic)) / 1e6).toFixed(0)} MB, borg ${(median(runs.map((r) => r.sizes.borg)) / 1e6).toFixed(0)} MB; bunker/restic ${sizeRatio.toFixed(3)}`);
+  console.log(`bunker peak RSS (highest of all runs): ${Math.max(...runs.map((r) => r.peakMB))} MB`);
+  console.log(`bunker restores identical to the tree: ${runs.every((r) => r.identical) ? 'yes, every run' : 'NO'}`);
+  writeFileSync(join(WORK, 'results.json'), JSON.stringify({ runs: RUNS, summary, perRun: runs }, null, 2));
+  if (process.argv.includes('--million')) million();
+}
+
+/** One round: fresh repositories and a fresh copy of the tree; each step runs every tool, `run` rotating who goes first. */
+function oneRun(run) {
+  console.log(`\nrun ${run + 1} of ${RUNS}`);
   rmSync(TREE, { recursive: true, force: true });
   execFileSync('cp', ['-a', DATA, TREE]);
   for (const d of ['bunker-repo', 'restic-repo', 'borg-repo', 'restore-bunker', 'restore-restic', 'restore-borg', 'a1.json', 'a2.json', 'a3.json']) {
     rmSync(join(WORK, d), { recursive: true, force: true });
   }
-
   const files = Number(execFileSync('bash', ['-c', `find '${TREE}' -type f | wc -l`], { encoding: 'utf8' }));
   const bytes = du(TREE);
   warmUp();
@@ -85,12 +113,15 @@ function main() {
   timed('restic', ['init', '--repo', R]);
   timed('borg', ['init', '--encryption=repokey-blake2', G]);
 
+  const order = TOOLS.map((_, i) => TOOLS[(i + run) % TOOLS.length]);
   const rows = [];
+  const ms = {};
   const step = (name, fns) => {
     const r = {};
-    for (const [tool, fn] of Object.entries(fns)) r[tool] = fn();
+    for (const tool of order) r[tool] = fns[tool]();
     rows.push({ name, ...r });
-    console.log(`${name}: bunker ${(r.bunker.ms / 1000).toFixed(1)} s (${r.bunker.rssMB} MB), restic ${(r.restic.ms / 1000).toFixed(1)} s (${r.restic.rssMB} MB), borg ${(r.borg.ms / 1000).toFixed(1)} s (${r.borg.rssMB} MB); bunker/restic ${(r.bunker.ms / r.restic.ms).toFixed(2)}, bunker/borg ${(r.bunker.ms / r.borg.ms).toFixed(2)}`);
+    ms[name] = Object.fromEntries(TOOLS.map((t) => [t, r[t].ms]));
+    console.log(`${name}: bunker ${(r.bunker.ms / 1000).toFixed(2)} s (${r.bunker.rssMB} MB), restic ${(r.restic.ms / 1000).toFixed(2)} s (${r.restic.rssMB} MB), borg ${(r.borg.ms / 1000).toFixed(2)} s (${r.borg.rssMB} MB); bunker/restic ${(r.bunker.ms / r.restic.ms).toFixed(2)}, bunker/borg ${(r.bunker.ms / r.borg.ms).toFixed(2)}`);
   };
 
   step('first backup', {
@@ -104,7 +135,8 @@ function main() {
     borg: () => timed('borg', ['create', `${G}::a2`, TREE]),
   });
   const changed = changeOnePercent();
-  step(`1% changed (${changed} files)`, {
+  console.log(`changed ${changed} files`);
+  step('1% changed', {
     bunker: () => bunker('backup', B, TREE, join(WORK, 'a3.json'), join(WORK, 'a2.json')),
     restic: () => timed('restic', ['backup', '--repo', R, '-q', TREE]),
     borg: () => timed('borg', ['create', `${G}::a3`, TREE]),
@@ -116,17 +148,14 @@ function main() {
     restic: () => timed('restic', ['restore', '--repo', R, 'latest', '--target', join(target.dir, 'restore-restic')]),
     borg: () => timed('borg', ['extract', `${G}::a3`], { cwd: join(target.dir, 'restore-borg') }),
   });
-  // Same bytes restored by everyone.
+  // Same bytes restored.
   const check = spawnSync('diff', ['-rq', TREE, join(target.dir, 'restore-bunker', 'mount')], { encoding: 'utf8' });
-  console.log(`bunker restore identical to the tree: ${check.status === 0 ? 'yes' : 'NO\n' + check.stdout.slice(0, 2000)}`);
+  const identical = check.status === 0;
+  console.log(`bunker restore identical to the tree: ${identical ? 'yes' : 'NO\n' + check.stdout.slice(0, 2000)}`);
+  target.release();
   const sizes = { bunker: du(B), restic: du(R), borg: du(G) };
   console.log(`stored size after 3 backups: bunker ${(sizes.bunker / 1e6).toFixed(0)} MB, restic ${(sizes.restic / 1e6).toFixed(0)} MB, borg ${(sizes.borg / 1e6).toFixed(0)} MB; bunker/restic ${(sizes.bunker / sizes.restic).toFixed(3)}`);
-  const peak = Math.max(...rows.map((r) => r.bunker.rssMB));
-  console.log(`bunker peak RSS: ${peak} MB`);
-  writeFileSync(join(WORK, 'results.json'), JSON.stringify({ rows, sizes, files, bytes }, null, 2));
-
-  target.release();
-  if (process.argv.includes('--million')) million();
+  return { ms, sizes, identical, peakMB: Math.max(...rows.map((r) => r.bunker.rssMB)), files, bytes };
 }
 
 /**

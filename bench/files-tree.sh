@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mounts benchmark (issue 3): the files engine against restic and borg on the 1.1 GB mixed tree.
-# Usage: bench/files-tree.sh [--million | --million-only]    (data under bench/.work/files/, about 5 GB of disk)
+# Usage: bench/files-tree.sh [--million | --million-only]    (env RUNS=3; data under bench/.work/files/, about 5 GB of disk;
+# restores go to a fresh ext4 image on a loop device when run as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
