@@ -351,6 +351,17 @@ static void settle_call(napi_env env, napi_deferred deferred, int err, const cha
   napi_reject_deferred(env, deferred, error);
 }
 
+/** Queues `execute` on the thread pool and `complete` after it on the main thread; returns the promise `*deferred` settles. */
+static napi_value queue_work(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete,
+                             void *data, napi_deferred *deferred, napi_async_work *work) {
+  napi_value promise, resource_name;
+  napi_create_promise(env, deferred, &promise);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name);
+  napi_create_async_work(env, NULL, resource_name, execute, complete, data, work);
+  napi_queue_async_work(env, *work);
+  return promise;
+}
+
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
@@ -465,12 +476,7 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[1], 1, &w->names_ref);
   napi_create_reference(env, argv[3], 1, &w->meta_ref);
   napi_create_reference(env, argv[4], 1, &w->mtimes_ref);
-  napi_value promise, resource_name;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "bunker-fs:writeFiles", NAPI_AUTO_LENGTH, &resource_name);
-  napi_create_async_work(env, NULL, resource_name, write_files_execute, write_files_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, "bunker-fs:writeFiles", write_files_execute, write_files_complete, w, &w->deferred, &w->work);
 }
 
 // ---------- writeObject: a repository object written durably in one thread-pool trip ----------
@@ -645,12 +651,7 @@ static napi_value write_object(napi_env env, napi_callback_info info) {
     write_object_free(env, w);
     CHECK(napi_invalid_arg);
   }
-  napi_value promise, resource_name;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "bunker-fs:writeObject", NAPI_AUTO_LENGTH, &resource_name);
-  napi_create_async_work(env, NULL, resource_name, write_object_execute, write_object_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, "bunker-fs:writeObject", write_object_execute, write_object_complete, w, &w->deferred, &w->work);
 }
 
 // ---------- writeAt: a restored file's contents, through O_DIRECT when the descriptor has it ----------
@@ -721,12 +722,7 @@ static napi_value write_at(napi_env env, napi_callback_info info) {
     CHECK(napi_invalid_arg);
   }
   w->fd = fd, w->off = off, w->final = final;
-  napi_value promise, resource_name;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "bunker-fs:writeAt", NAPI_AUTO_LENGTH, &resource_name);
-  napi_create_async_work(env, NULL, resource_name, write_at_execute, write_at_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, "bunker-fs:writeAt", write_at_execute, write_at_complete, w, &w->deferred, &w->work);
 }
 
 // ---------- statDir: a directory's names and their lstat, in one thread-pool trip ----------
@@ -849,12 +845,7 @@ static napi_value stat_dir(napi_env env, napi_callback_info info) {
     CHECK(napi_invalid_arg);
   }
   w->limit = limit;
-  napi_value promise, resource_name;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "bunker-fs:statDir", NAPI_AUTO_LENGTH, &resource_name);
-  napi_create_async_work(env, NULL, resource_name, stat_dir_execute, stat_dir_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return queue_work(env, "bunker-fs:statDir", stat_dir_execute, stat_dir_complete, w, &w->deferred, &w->work);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
