@@ -769,9 +769,11 @@ static void complete(napi_env env, napi_status status, void *data) {
         napi_create_object(env, &result);
         if (op->out_offset > 0) {
           // Decrypted in place: the caller takes the plaintext as a view of its input.
-          napi_value offset;
+          napi_value offset, length;
           napi_create_double(env, (double)op->out_offset, &offset);
+          napi_create_double(env, (double)op->out_len, &length);
           napi_set_named_property(env, result, "offset", offset);
+          napi_set_named_property(env, result, "length", length);
         } else {
           napi_set_named_property(env, result, "plain", take_output(env, op));
         }
@@ -854,9 +856,10 @@ static napi_value seal_async(napi_env env, napi_callback_info info) { return que
 /** open(keys, sealed, plainLength) → Promise<{ plain: Buffer, id: hex }>; rejects when damaged. */
 static napi_value open_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_OPEN, true); }
 /**
- * openInPlace(keys, sealed, plainLength) → Promise<{ plain: Buffer, id } | { offset, id }>: the same,
+ * openInPlace(keys, sealed, plainLength) → Promise<{ plain: Buffer, id } | { offset, length, id }>: the same,
  * decrypting over `sealed` (the caller's to give up: its bytes are plaintext or garbage afterwards).
- * A raw blob's plaintext is then sealed[offset, offset + plainLength), returned as `offset`.
+ * A raw blob's plaintext is then sealed[offset, offset + length), returned as `offset` and `length`
+ * (the blob's own length, which the caller checks against plainLength as for open()).
  */
 static napi_value open_in_place_async(napi_env env, napi_callback_info info) { return queue_op_in(env, info, OP_OPEN, true, true); }
 /** sha256(parts) → Promise<hex>: the plain SHA-256 of the concatenated parts (pack names). */

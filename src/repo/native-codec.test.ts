@@ -67,6 +67,12 @@ describe('native codec', () => {
       const damaged = Buffer.from(sealed);
       damaged[damaged.length >> 1]! ^= 1;
       await expect(codec.open(damaged, data.length, 'blob J', true)).rejects.toThrow(/blob J failed authentication/);
+      // An index claiming a longer plaintext: a raw blob comes back at its own length (which the
+      // repository's length check refuses), never as a view reaching into the next blob.
+      const again = Buffer.concat([sealed, randomBytes(100)]);
+      const r = codec.open(again.subarray(0, sealed.length), data.length + 100, 'blob K', true);
+      if (compresses) await expect(r).rejects.toThrow(/blob K/);
+      else expect((await r).plain.length).toBe(data.length);
     }
   });
 

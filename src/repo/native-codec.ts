@@ -38,8 +38,8 @@ interface CodecAddon {
   hashSync(keys: KeysHandle, data: Input): string;
   seal(keys: KeysHandle, data: Input, level: number): Promise<SealResult>;
   open(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult>;
-  /** open() decrypting over `sealed`; a raw blob's plaintext comes back as its offset in `sealed`. */
-  openInPlace(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult | { offset: number; id: string }>;
+  /** open() decrypting over `sealed`; a raw blob's plaintext comes back as where it lies in `sealed`. */
+  openInPlace(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult | { offset: number; length: number; id: string }>;
   sha256(parts: Uint8Array[]): Promise<string>;
   sealSync(keys: KeysHandle, data: Input, level: number): SealResult;
   openSync(keys: KeysHandle, sealed: Uint8Array, plainLength: number): OpenResult;
@@ -162,7 +162,8 @@ export class NativeCodec {
       if (inPlace) {
         const r = await this.run(() => this.addon.openInPlace(this.keys, sealed, plainLength));
         if ('plain' in r) return r;
-        return { plain: Buffer.from(sealed.buffer, sealed.byteOffset + r.offset, plainLength), id: r.id };
+        // The blob's own length, not plainLength: the caller's length check must see a mismatch.
+        return { plain: Buffer.from(sealed.buffer, sealed.byteOffset + r.offset, r.length), id: r.id };
       }
       return await this.run(() => this.addon.open(this.keys, sealed, plainLength));
     } catch (err) {
