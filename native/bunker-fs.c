@@ -766,17 +766,24 @@ static void stat_dir_execute(napi_env env, void *arg) {
       break;
     }
     size_t len = strlen(e->d_name) + 1;
-    if (w->names_len + len > w->names_cap || w->count == w->stats_cap) {
-      size_t ncap = w->names_cap ? w->names_cap * 2 : 16384, scap = w->stats_cap ? w->stats_cap * 2 : 256;
-      while (ncap < w->names_len + len) ncap *= 2;
-      char *n = realloc(w->names, ncap);
-      if (n) w->names = n, w->names_cap = ncap;
-      int64_t *st = w->count == w->stats_cap ? realloc(w->stats, scap * SD_FIELDS * sizeof *st) : w->stats;
-      if (st && w->count == w->stats_cap) w->stats = st, w->stats_cap = scap;
-      if (!n || !st) {
+    if (w->names_len + len > w->names_cap) {
+      size_t cap = w->names_cap ? w->names_cap * 2 : 16384;
+      while (cap < w->names_len + len) cap *= 2;
+      char *grown = realloc(w->names, cap);
+      if (!grown) {
         w->err = ENOMEM, w->syscall_name = "statDir";
         break;
       }
+      w->names = grown, w->names_cap = cap;
+    }
+    if (w->count == w->stats_cap) {
+      size_t cap = w->stats_cap ? w->stats_cap * 2 : 256;
+      int64_t *grown = realloc(w->stats, cap * SD_FIELDS * sizeof *grown);
+      if (!grown) {
+        w->err = ENOMEM, w->syscall_name = "statDir";
+        break;
+      }
+      w->stats = grown, w->stats_cap = cap;
     }
     memcpy(w->names + w->names_len, e->d_name, len);
     w->names_len += len;

@@ -37,6 +37,15 @@ describe('listDir', () => {
     });
   });
 
+  it('grows its buffers for a directory of many long names (past 256 entries and 16 KiB of names)', async () => {
+    const many = join(dir, 'sub');
+    for (let i = 0; i < 1000; i++) writeFileSync(join(many, `${'long-name-'.repeat(10)}${i}`), 'y'.repeat(i));
+    const { names, stats } = await listDir(Buffer.from(many));
+    expect(names).toHaveLength(1000);
+    const sizes = new Map(names.map((n, i) => [n.toString(), stats![i]!.size]));
+    for (let i = 0; i < 1000; i++) expect(sizes.get(`${'long-name-'.repeat(10)}${i}`)).toBe(BigInt(i));
+  });
+
   it('gives names only, to be stat\'ed one by one, for a directory over the limit', async () => {
     const { names, stats } = await listDir(Buffer.from(dir), 3);
     expect(names).toHaveLength(7);

@@ -4,6 +4,7 @@
 // the synchronous calls are cheaper still.
 import fs, { type BigIntStats } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { constants as OS } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import { nativeFs } from './native.js';
 
@@ -212,7 +213,7 @@ export async function listDir(dir: Buffer, limit = STAT_DIR_LIMIT): Promise<{ na
     const name = r.names.subarray(at, end);
     at = end + 1;
     const errno = Number(r.stats[i * STAT_FIELDS]);
-    if (errno !== 0 && errno !== 2 /* ENOENT */ && errno !== 20 /* ENOTDIR */) {
+    if (errno !== 0 && errno !== OS.errno.ENOENT && errno !== OS.errno.ENOTDIR) {
       const code = getSystemErrorName(-errno);
       throw Object.assign(new Error(`${code}: lstat failed for ${Buffer.concat([dir, Buffer.from('/'), name]).toString()}`), { code, errno: -errno, syscall: 'lstat' });
     }
