@@ -23,6 +23,8 @@ import { LOAD_DATA_FORMAT } from './row-format.js';
 import { showCreateTable, type DatabaseSchema, type StoredObject, type TableInfo } from './schema.js';
 
 const JOURNAL = '_bunker_restore_journal';
+/** How long a restore waits for another's lock on the same database before reporting it. */
+const LOCK_WAIT_SECONDS = 5;
 /** Session for loading: errors instead of silent truncation, ids 0 kept as 0. */
 const LOAD_SQL_MODE = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION';
 
@@ -72,7 +74,9 @@ export class MariadbRestore implements RestoreSession {
     this.conn = await connect(this.target, { database: null, doing: `connecting to ${this.target.host}:${this.target.port}` });
     const conn = this.conn;
     try {
-      const [[lock]] = await conn.query<Row[]>('SELECT GET_LOCK(?, 0) AS got', [`bunker-restore:${db}`]);
+      // A restore killed a moment ago holds the lock until the server sees its connection closed:
+      // wait a little for that before calling it a restore that is running.
+      const [[lock]] = await conn.query<Row[]>('SELECT GET_LOCK(?, ?) AS got', [`bunker-restore:${db}`, LOCK_WAIT_SECONDS]);
       if (Number(lock?.got) !== 1) {
         throw new BunkerError('locked', `mariadb: another restore into ${db} is running`, { hint: 'Wait for it to finish, then try again.' });
       }

@@ -32,6 +32,10 @@ export function sideNames(target: string): { shadow: string; old: string } {
  * 1.36-1.41 s at 64 MB, 1.47-1.55 s at 256 MB; the whole restore 4.37-4.48 s against 4.84-5.78 s.
  */
 const LOAD_SORT_MEMORY = '16MB';
+/** How long a restore waits for another's lock on the same target before reporting it (milliseconds). */
+const LOCK_WAIT_MS = 5000;
+/** SQLSTATE of a lock wait that ran out (lock_timeout). */
+const LOCK_NOT_AVAILABLE = '55P03';
 
 /** Settings whose value is a list of (possibly double-quoted) names; ALTER DATABASE takes them element by element. */
 export const LIST_SETTINGS = new Set(['search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries']);
@@ -253,9 +257,16 @@ export class PgRestoreSession implements RestoreSession {
   private async lockTarget(): Promise<void> {
     const client = await this.connectAdmin();
     const key = `bunker restore ${this.target.database}`;
-    const { rows } = await client.query('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [key]);
-    if (!rows[0].ok) {
+    try {
+      // A restore killed a moment ago still holds the lock until its server process sees the closed
+      // connection, which a busy server can take a second or more to do: wait a little for that
+      // before calling it a restore that is running.
+      await client.query(`SET lock_timeout = ${LOCK_WAIT_MS}`);
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [key]);
+      await client.query('RESET lock_timeout');
+    } catch (err) {
       await client.end().catch(() => {});
+      if ((err as { code?: string }).code !== LOCK_NOT_AVAILABLE) throw err;
       throw new BunkerError('locked', `another restore into database ${this.target.database} on ${this.target.display} is running`, {
         hint: 'Wait for it to finish, then try again.',
       });
