@@ -104,9 +104,22 @@ function unchanged(prev: TreeEntry, st: io.EntryStat, type: EntryType): boolean 
   );
 }
 
+function isKept(record: Kept | Spilled): record is Kept {
+  return 'tree' in record;
+}
+
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
+ * A directory's entries, encoded as they will be stored; `leaf` (its files and their bytes) when it
+ * has no subdirectories, so stream() stores it without decoding it again.
+ */
+interface Kept {
+  tree: Buffer;
+  leaf?: { files: number; size: number };
 }
 
 /** A directory whose tree prepare() stored already, with what its subtree holds (for the artifact's totals). */
@@ -142,9 +155,7 @@ export class FilesBackupSession implements BackupSession {
    * its encoded entries, or once spilled the id of its stored tree (its subtrees are stored too) and
    * what the subtree holds.
    */
-  private prepared = new Map<string, Buffer | Spilled>();
-  /** Directories kept encoded that have no subdirectories: their files and bytes (see keep()). */
-  private leafTotals = new Map<string, { files: number; size: number }>();
+  private prepared = new Map<string, Kept | Spilled>();
   /** Bytes of encoded trees held in `prepared`; the budget is a static so tests can force spilling. */
   private treeBytes = 0;
   static treeBudget = TREE_BUDGET;
@@ -216,58 +227,58 @@ export class FilesBackupSession implements BackupSession {
   private async cachedEntries(rel: string): Promise<TreeEntry[] | undefined> {
     const cached = this.prepared.get(rel);
     if (cached === undefined) return undefined;
-    return decodeTree(Buffer.isBuffer(cached) ? cached : await this.ctx.repo.getTree(cached.id));
+    return decodeTree(isKept(cached) ? cached.tree : await this.ctx.repo.getTree(cached.id));
   }
 
   /** Records a directory's entries, encoded as they will be stored. */
   private keep(rel: string, entries: readonly TreeEntry[]): void {
-    const tree = encodeTree(entries);
-    const old = this.prepared.get(rel);
-    if (Buffer.isBuffer(old)) this.treeBytes -= old.length;
-    this.prepared.set(rel, tree);
-    this.treeBytes += tree.length;
-    // What stream() needs of a directory without subdirectories, so it stores the tree as kept
-    // without decoding it again (a changed file in each of 100 folders meant decoding 20,000 entries).
-    const leaf = { files: 0, size: 0 };
-    for (const e of entries) {
-      if (e.type === 'dir') {
-        this.leafTotals.delete(rel);
-        return;
-      }
-      if (e.type === 'file') {
-        leaf.files++;
-        leaf.size += e.content?.size ?? 0;
+    const kept: Kept = { tree: encodeTree(entries) };
+    // Totals of a directory without subdirectories, so stream() need not decode it again (a changed
+    // file in each of 100 folders meant decoding 20,000 entries only to count them).
+    if (!entries.some((e) => e.type === 'dir')) {
+      kept.leaf = { files: 0, size: 0 };
+      for (const e of entries) {
+        if (e.type !== 'file') continue;
+        kept.leaf.files++;
+        kept.leaf.size += e.content?.size ?? 0;
       }
     }
-    this.leafTotals.set(rel, leaf);
+    const old = this.prepared.get(rel);
+    if (old && isKept(old)) this.treeBytes -= old.tree.length;
+    this.prepared.set(rel, kept);
+    this.treeBytes += kept.tree.length;
   }
 
   /** Stores a finished directory's tree and every subtree still in memory; keeps only the ids and totals. */
   private async spill(rel: string): Promise<Spilled> {
     const cached = this.prepared.get(rel);
     if (cached === undefined) throw new BunkerError('engine', `internal error: no entries recorded for ${showPath(Buffer.from(rel || '.', 'latin1'))}`);
-    if (!Buffer.isBuffer(cached)) return cached;
-    const entries = decodeTree(cached);
+    if (!isKept(cached)) return cached;
     const totals = { files: 0, dirs: 1, size: 0 };
-    let subdirs = false;
-    for (const e of entries) {
-      if (e.type === 'file') {
-        totals.files++;
-        totals.size += e.content?.size ?? 0;
-      } else if (e.type === 'dir') {
-        subdirs = true;
-        const child = await this.spill(childRel(rel, e.name));
-        e.subtree = child.id;
-        totals.files += child.files;
-        totals.dirs += child.dirs;
-        totals.size += child.size;
+    let tree = cached.tree;
+    if (cached.leaf) {
+      totals.files = cached.leaf.files;
+      totals.size = cached.leaf.size;
+    } else {
+      const entries = decodeTree(cached.tree);
+      for (const e of entries) {
+        if (e.type === 'file') {
+          totals.files++;
+          totals.size += e.content?.size ?? 0;
+        } else if (e.type === 'dir') {
+          const child = await this.spill(childRel(rel, e.name));
+          e.subtree = child.id;
+          totals.files += child.files;
+          totals.dirs += child.dirs;
+          totals.size += child.size;
+        }
       }
+      tree = encodeTree(entries);
     }
-    const id = await this.ctx.repo.putTree(subdirs ? encodeTree(entries) : cached);
+    const id = await this.ctx.repo.putTree(tree);
     const spilled = { id, ...totals };
     this.prepared.set(rel, spilled);
-    this.leafTotals.delete(rel);
-    this.treeBytes -= cached.length;
+    this.treeBytes -= cached.tree.length;
     this.lastSpilled = id;
     return spilled;
   }
@@ -314,14 +325,13 @@ export class FilesBackupSession implements BackupSession {
         totals.size += e.content!.size;
       } else if (e.type === 'dir') {
         const child = this.prepared.get(childRel(rel, e.name));
-        if (child === undefined || Buffer.isBuffer(child) || child.id !== prev.get(nameKey(e.name))!.subtree) return false;
+        if (child === undefined || isKept(child) || child.id !== prev.get(nameKey(e.name))!.subtree) return false;
         totals.files += child.files;
         totals.dirs += child.dirs;
         totals.size += child.size;
       }
     }
     this.prepared.set(rel, { id: prevTree, ...totals });
-    this.leafTotals.delete(rel);
     return true;
   }
 
@@ -427,7 +437,7 @@ export class FilesBackupSession implements BackupSession {
   ): Promise<void> {
     const cached = await this.cachedEntries(rel);
     const record = this.prepared.get(rel);
-    const spilled = record !== undefined && !Buffer.isBuffer(record);
+    const spilled = record !== undefined && !isKept(record);
     const names = dirty.get(rel);
     const fullScan = cached === undefined || rescan || names === 'all';
     let entries: TreeEntry[];
@@ -536,31 +546,25 @@ export class FilesBackupSession implements BackupSession {
     this.prepared.delete(rel); // built once; frees the copy as the walk goes
     // pin() listed every directory the pinned trees reach that the pre-pass had not.
     if (cached === undefined) throw new BunkerError('engine', `internal error: no entries recorded for ${showPath(Buffer.from(rel || '.', 'latin1'))}`);
-    if (!Buffer.isBuffer(cached)) {
+    if (!isKept(cached)) {
       totals.files += cached.files;
       totals.dirs += cached.dirs;
       totals.size += cached.size;
       return cached.id;
     }
-    const leaf = this.leafTotals.get(rel);
-    this.leafTotals.delete(rel);
     totals.dirs++;
-    if (leaf) {
+    if (cached.leaf) {
       // No subdirectories: already encoded exactly as it will be stored.
-      totals.files += leaf.files;
-      totals.size += leaf.size;
-      return this.ctx.repo.putTree(cached);
+      totals.files += cached.leaf.files;
+      totals.size += cached.leaf.size;
+      return this.ctx.repo.putTree(cached.tree);
     }
-    const entries = decodeTree(cached);
-    let subdirs = 0;
+    const entries = decodeTree(cached.tree);
     for (const e of entries) {
-      if (e.type === 'dir') subdirs++;
       if (e.type !== 'file') continue;
       totals.files++;
       totals.size += e.content?.size ?? 0;
     }
-    // A clean directory without subdirectories is already encoded exactly as it will be stored.
-    if (subdirs === 0) return this.ctx.repo.putTree(cached);
     await mapLimit(
       entries.filter((e) => e.type === 'dir'),
       DIR_FANOUT,
@@ -779,7 +783,6 @@ export class FilesBackupSession implements BackupSession {
   async close(): Promise<void> {
     this.closeWatchers();
     this.prepared.clear();
-    this.leafTotals.clear();
     this.linkReads.clear();
   }
 }
