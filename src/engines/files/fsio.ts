@@ -7,6 +7,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { constants as OS } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import { nativeFs } from './native.js';
+import { joinPath, showPath } from './paths.js';
 
 const BURST = 128;
 const SLOW_US = 200;
@@ -215,7 +216,7 @@ export async function listDir(dir: Buffer, limit = STAT_DIR_LIMIT): Promise<{ na
     const errno = Number(r.stats[i * STAT_FIELDS]);
     if (errno !== 0 && errno !== OS.errno.ENOENT && errno !== OS.errno.ENOTDIR) {
       const code = getSystemErrorName(-errno);
-      throw Object.assign(new Error(`${code}: lstat failed for ${Buffer.concat([dir, Buffer.from('/'), name]).toString()}`), { code, errno: -errno, syscall: 'lstat' });
+      throw Object.assign(new Error(`${code}: lstat failed for ${showPath(joinPath(dir, name))}`), { code, errno: -errno, syscall: 'lstat' });
     }
     names.push(name);
     stats.push(errno === 0 ? new RowStat(r.stats, i * STAT_FIELDS) : null);
