@@ -195,7 +195,6 @@ function restoreFileSystem() {
   if (device) run('losetup', ['-d', device]);
   rmSync(image, { force: true });
   console.log(`restores go to ${WORK} (no fresh file system: ${loop?.stderr?.trim() || 'mkfs.ext4 or mount failed'}); on an ext4 without a journal, recently deleted inodes may slow the first restore`);
-  for (const d of ['restore-bunker', 'restore-restic', 'restore-borg']) rmSync(join(WORK, d), { recursive: true, force: true });
   return {
     dir: WORK,
     release() {
