@@ -82,7 +82,9 @@ export function engineError(err: unknown, doing: string, code: ErrorCode = 'engi
 export async function connect(t: Target, options: { database?: string | null; doing?: string; rows?: boolean } = {}): Promise<Connection> {
   try {
     // Loaded on first use: the driver is a tenth of a second of every CLI command's start-up otherwise.
-    const { createConnection } = await import('mysql2/promise');
+    // Through `default` (module.exports): mysql2 is CommonJS, and the bundled build gives an import()
+    // of it no named exports.
+    const { createConnection } = (await import('mysql2/promise')).default;
     const conn = await createConnection({
       ...(options.rows ? { stream: rowSocket(t) } : {}),
       host: t.host,
