@@ -6,9 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
 require_tools restic:restic borg:borgbackup /usr/bin/time:time
-# Build dist/ and the native addon (type errors elsewhere in the tree do not stop tsc from emitting).
-test -f build/Release/bunker_fs.node || npx --yes node-gyp rebuild >/dev/null
-npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
-test -f dist/engines/files/index.js || { echo "dist/engines/files/index.js missing: npm run build failed" >&2; exit 1; }
+source bench/lib/build-dist.sh
+build_dist
 restic version; borg --version
 exec node bench/files-tree.mjs "$@"

@@ -4,7 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
 require_tools wrk:wrk
-# Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the gateway).
-npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
-test -f dist/gateway/index.js || { echo "dist/gateway/index.js missing: npm run build failed" >&2; exit 1; }
+source bench/lib/build-dist.sh
+build_dist
 node bench/gateway-overhead.mjs

@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
 require_tools sysbench:sysbench mariadb-dump:mariadb-client
-# Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
-npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
-test -f dist/engines/mariadb/index.js || { echo "dist/engines/mariadb/index.js missing: the build failed" >&2; exit 1; }
+source bench/lib/build-dist.sh
+build_dist
 mariadb-dump --version
 exec node bench/mariadb-sysbench.mjs "$@"

@@ -7,8 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
 require_tools pgbench:postgresql-contrib pg_dump:postgresql-client
-# Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
-npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
-test -f dist/engines/postgresql/index.js || { echo "dist/engines/postgresql/index.js missing: the build failed" >&2; exit 1; }
+source bench/lib/build-dist.sh
+build_dist
 pg_dump --version
 exec node bench/postgresql-pgbench.mjs "$@"

@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
 require_tools redis-server:redis-server redis-cli:redis-tools
-# Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
-npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
-test -f dist/engines/redis/index.js || { echo "dist/engines/redis/index.js missing: the build failed" >&2; exit 1; }
+source bench/lib/build-dist.sh
+build_dist
 node bench/redis-keys.mjs "$@"

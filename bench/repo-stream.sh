@@ -5,8 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
 require_tools restic:restic borg:borgbackup /usr/bin/time:time
-# Type errors elsewhere in the shared tree do not stop tsc from emitting dist/.
-npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
-test -f dist/repo/index.js || { echo "dist/repo/index.js missing: npm run build failed" >&2; exit 1; }
+source bench/lib/build-dist.sh
+build_dist
 restic version; borg --version
 exec node bench/repo-stream.mjs "$@"

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
 require_tools pgbench:postgresql-contrib wrk:wrk
-npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true   # type errors elsewhere do not stop the emit
-test -f dist/cli/main.js || { echo "dist/ is missing: npm run build failed" >&2; exit 1; }
+source bench/lib/build-dist.sh
+build_dist
 node bench/safe-backup.mjs
 node bench/gateway-overhead.mjs

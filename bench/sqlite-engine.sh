@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/require-tools.sh
 require_tools sqlite3:sqlite3 restic:restic
-# Build dist/ (type errors elsewhere in the tree do not stop tsc from emitting the engine).
-npx tsc -p tsconfig.build.json >/dev/null 2>&1 || true
-test -f dist/engines/sqlite/index.js || { echo "dist/engines/sqlite/index.js missing: the build failed" >&2; exit 1; }
+source bench/lib/build-dist.sh
+build_dist
 node bench/sqlite-engine.mjs "$@"
