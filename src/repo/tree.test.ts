@@ -55,6 +55,29 @@ describe('tree objects', () => {
     expect(refs.streams).toEqual([{ size: 5, chunks: [id('a'), id('b')] }]);
   });
 
+  it('writes large integers as canonical LEB128 and reads every length back', () => {
+    const leb = (v: bigint): number[] => {
+      const out: number[] = [];
+      do {
+        const b = Number(v & 0x7fn);
+        v >>= 7n;
+        out.push(v > 0n ? b | 0x80 : b);
+      } while (v > 0n);
+      return out;
+    };
+    // The ino varint sits where encodings of ino 0 and ino 1 first differ.
+    const at = encodeTree([entry('x', { ino: 0n })]).findIndex((b, i) => b !== encodeTree([entry('x', { ino: 1n })])[i]);
+    const values = [0n, 127n, 128n, 2n ** 49n - 1n, 2n ** 49n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 60n + 12345n, 2n ** 63n, 2n ** 64n - 1n, 2n ** 64n, 2n ** 70n - 1n, 2n ** 70n, 2n ** 100n + 7n];
+    for (const ino of values) {
+      const blob = encodeTree([entry('x', { ino })]);
+      expect([...blob.subarray(at, at + leb(ino).length)], `ino ${ino}`).toEqual(leb(ino));
+      expect(decodeTree(blob)[0]!.ino, `ino ${ino}`).toBe(ino);
+    }
+    for (const mtimeNs of [-(2n ** 63n), -1_700_000_000_123_456_789n, -1n, 1n, 1_700_000_000_123_456_789n, 4102444800_999999999n, 2n ** 63n - 1n]) {
+      expect(decodeTree(encodeTree([entry('x', { mtimeNs, ctimeNs: -mtimeNs })]))[0]).toMatchObject({ mtimeNs, ctimeNs: -mtimeNs });
+    }
+  });
+
   it('refuses duplicate names and malformed blobs', () => {
     expect(() => encodeTree([entry('a', {}), entry('a', {})])).toThrow(/duplicate/);
     const good = encodeTree(entries);
