@@ -7,7 +7,11 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { initRepository, FsBackend, filesEngine, runBackup, stderrLogger } from '../dist/lib/index.js';
+import { initRepository } from '../dist/repo/index.js';
+import { FsBackend } from '../dist/storage/index.js';
+import { filesEngine } from '../dist/engines/files/index.js';
+import { runBackup } from '../dist/engines/engine.js';
+import { stderrLogger } from '../dist/core/log.js';
 import { generateMixedTree } from './lib/mixed-dataset.mjs';
 import { median } from './lib/stats.mjs';
 

@@ -5,7 +5,11 @@
 //   node bench/files-run.mjs restore REPO ARTIFACT.json TARGET_PARENT   (restores into TARGET_PARENT/mount)
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { initRepository, openRepository, FsBackend, filesEngine, runBackup, runRestore, stderrLogger } from '../dist/lib/index.js';
+import { initRepository, openRepository } from '../dist/repo/index.js';
+import { FsBackend } from '../dist/storage/index.js';
+import { filesEngine } from '../dist/engines/files/index.js';
+import { runBackup, runRestore } from '../dist/engines/engine.js';
+import { stderrLogger } from '../dist/core/log.js';
 
 const [op, repoDir, ...rest] = process.argv.slice(2);
 const password = process.env.BUNKER_PASSWORD ?? 'bench-password';

@@ -6,7 +6,11 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from '
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
-import { initRepository, FsBackend, runBackup, runRestore, silentLogger, mariadbEngine } from '../dist/lib/index.js';
+import { initRepository } from '../dist/repo/index.js';
+import { FsBackend } from '../dist/storage/index.js';
+import { runBackup, runRestore } from '../dist/engines/engine.js';
+import { silentLogger } from '../dist/core/log.js';
+import { mariadbEngine } from '../dist/engines/mariadb/index.js';
 import { median } from './lib/stats.mjs';
 
 const TABLES = Number(process.env.TABLES ?? 8);

@@ -5,7 +5,11 @@ import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
-import { initRepository, FsBackend, runBackup, runRestore, silentLogger, postgresqlEngine } from '../dist/lib/index.js';
+import { initRepository } from '../dist/repo/index.js';
+import { FsBackend } from '../dist/storage/index.js';
+import { runBackup, runRestore } from '../dist/engines/engine.js';
+import { silentLogger } from '../dist/core/log.js';
+import { postgresqlEngine } from '../dist/engines/postgresql/index.js';
 import { median } from './lib/stats.mjs';
 
 const SCALE = Number(process.env.SCALE ?? 30);

@@ -7,7 +7,11 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { initRepository, FsBackend, runBackup, runRestore, silentLogger, redisEngine } from '../dist/lib/index.js';
+import { initRepository } from '../dist/repo/index.js';
+import { FsBackend } from '../dist/storage/index.js';
+import { runBackup, runRestore } from '../dist/engines/engine.js';
+import { silentLogger } from '../dist/core/log.js';
+import { redisEngine } from '../dist/engines/redis/index.js';
 import { median } from './lib/stats.mjs';
 
 const KEYS = Number(process.env.KEYS ?? 1_000_000);

@@ -9,7 +9,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = resolve(fileURLToPath(import.meta.url), '../..');
-const { initRepository, FsBackend } = await import(pathToFileURL(join(root, 'dist/lib/index.js')).href);
+const { initRepository } = await import(pathToFileURL(join(root, 'dist/repo/index.js')).href);
+const { FsBackend } = await import(pathToFileURL(join(root, 'dist/storage/index.js')).href);
 const streams = Number(process.env.STREAMS ?? 100);
 const perStream = Number(process.env.MB_PER_STREAM ?? 5) * 1e6;
 const writeBytes = Number(process.env.WRITE_BYTES ?? 200);

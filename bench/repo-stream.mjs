@@ -17,7 +17,8 @@ const PASSWORD = 'bench-password';
 
 // ---------- the Bunker client (child process, so RSS and wall time are its own) ----------
 if (process.argv[2] === 'init' || process.argv[2] === 'store' || process.argv[2] === 'read') {
-  const { openRepository, initRepository, FsBackend } = await import(pathToFileURL(join(root, 'dist/lib/index.js')).href);
+  const { openRepository, initRepository } = await import(pathToFileURL(join(root, 'dist/repo/index.js')).href);
+  const { FsBackend } = await import(pathToFileURL(join(root, 'dist/storage/index.js')).href);
   const storage = new FsBackend(process.argv[3]);
   const options = { storage, password: PASSWORD };
   if (process.argv[2] === 'init') {

@@ -5,7 +5,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initRepository, FsBackend } from '../dist/lib/index.js';
+import { initRepository } from '../dist/repo/index.js';
+import { FsBackend } from '../dist/storage/index.js';
 
 const n = Number(process.argv[2] ?? 300_000);
 const dir = mkdtempSync(join(tmpdir(), 'bunker-tiny-'));

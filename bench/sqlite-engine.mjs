@@ -41,7 +41,11 @@ async function writer(file) {
 }
 
 async function main() {
-  const { initRepository, FsBackend, runBackup, runRestore, silentLogger, sqliteEngine } = await import('../dist/lib/index.js');
+  const { initRepository } = await import('../dist/repo/index.js');
+  const { FsBackend } = await import('../dist/storage/index.js');
+  const { runBackup, runRestore } = await import('../dist/engines/engine.js');
+  const { silentLogger } = await import('../dist/core/log.js');
+  const { sqliteEngine } = await import('../dist/engines/sqlite/index.js');
 
   const SIZE_MB = Number(process.env.SIZE_MB ?? 256);
   const RUNS = Number(process.env.RUNS ?? 3);

@@ -1,9 +1,9 @@
-// Bundles the CLI and the library entry, each into one module, over what tsc wrote to dist/.
+// Bundles the command line into one module (plus chunks loaded on demand), over what tsc wrote to dist/.
 //
 // Why: Node loads ES modules one file at a time (resolve, read, compile), and Bunker with its
 // dependencies is a few hundred files; zod alone is ~100. Unbundled, `bunker --help` spent most of
-// its 0.4–0.65 s loading modules; bundled it takes ~0.37 s here, and every command and backup starts
-// that much sooner. tsc's per-file output stays in dist/ for code that imports single modules.
+// its 0.4–0.65 s loading modules; bundled it takes ~0.3 s here, and every command starts that much
+// sooner. tsc's per-file output stays in dist/ for code that imports single modules (the benches).
 //
 // Kept outside the bundles: packages with native parts (found at run time through node_modules) and
 // pg's optional native binding.
@@ -15,9 +15,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
 await build({
   absWorkingDir: root,
-  // Each output sits where tsc put the same module, so paths they resolve from import.meta.url
-  // (package.json, build/Release, the CLI entry) stay right.
-  entryPoints: { 'cli/main': 'src/cli/main.ts', 'lib/index': 'src/lib/index.ts' },
+  // The output sits where tsc put the same module, so paths it resolves from import.meta.url
+  // (package.json, build/Release, the CLI entry the control plane spawns) stay right.
+  entryPoints: { 'cli/main': 'src/cli/main.ts' },
   outdir: 'dist',
   bundle: true,
   // Modules the code imports with import() (database drivers, engines' backup and restore halves)
