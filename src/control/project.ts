@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { systemClock, type Clock } from '../core/clock.js';
 import { asBunkerError, BunkerError, isBunkerError } from '../core/errors.js';
 import { newId, ID_PATTERN } from '../core/ids.js';
+import { NODE_FLAGS } from '../core/node-flags.js';
 import type { Logger, LogLevel } from '../core/log.js';
 import type { CheckOptions, CheckResult, Repository, RepoStats } from '../repo/types.js';
 import {
@@ -347,7 +348,7 @@ export class Project {
     const logDir = join(this.config.stateDir, 'workers');
     mkdirSync(logDir, { recursive: true });
     const out = openSync(join(logDir, `${activity.id}.log`), 'a');
-    const child = spawn(process.execPath, [CLI_ENTRY, '--config', this.config.file, 'activity:run', activity.id], {
+    const child = spawn(process.execPath, [...NODE_FLAGS, CLI_ENTRY, '--config', this.config.file, 'activity:run', activity.id], {
       detached: true,
       stdio: ['ignore', out, out],
       env: process.env,

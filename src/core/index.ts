@@ -4,3 +4,4 @@ export * from './ids.js';
 export * from './clock.js';
 export * from './redact.js';
 export * from './log.js';
+export * from './node-flags.js';

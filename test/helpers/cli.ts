@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writ
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from '../../src/core/node-flags.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = join(ROOT, 'bin', 'bunker');
@@ -36,8 +37,11 @@ export function ensureBuilt(): void {
     }
   }
   try {
-    // Compile errors elsewhere in the tree still emit; the CLI is what these tests need.
-    if (stale()) spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'ignore' });
+    // As `npm run build` does, except that compile errors elsewhere in the tree still emit.
+    if (stale()) {
+      spawnSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'ignore' });
+      spawnSync(process.execPath, ['scripts/bundle.mjs'], { cwd: ROOT, stdio: 'ignore' });
+    }
   } finally {
     rmSync(lock, { recursive: true, force: true });
   }
@@ -115,9 +119,9 @@ export class CliProject {
     });
   }
 
-  /** Starts bunker without waiting (for concurrency and kill tests). */
+  /** Starts bunker without waiting (for concurrency and kill tests), with the flags bin/bunker's first line gives node. */
   spawn(args: string[], options: RunOptions = {}): ChildProcess {
-    return spawn(process.execPath, [BIN, ...args], {
+    return spawn(process.execPath, [...NODE_FLAGS, BIN, ...args], {
       cwd: options.cwd ?? this.dir,
       env: this.env(options.env),
       stdio: ['pipe', 'pipe', 'pipe'],
