@@ -5,7 +5,7 @@
 // its 0.4–0.65 s loading modules; bundled it takes ~0.3 s here, and every command starts that much
 // sooner. tsc's per-file output stays in dist/ for code that imports single modules (the benches).
 //
-// Kept outside the bundles: packages with native parts (found at run time through node_modules) and
+// Kept outside the bundle: packages with native parts (found at run time through node_modules) and
 // pg's optional native binding.
 import { build } from 'esbuild';
 import { dirname, join } from 'node:path';
