@@ -78,6 +78,25 @@ describe('tree objects', () => {
     }
   });
 
+  it('orders entries by unsigned raw name bytes, prefixes first', () => {
+    const names = [[0x61], [0x61, 0x00], [0x61, 0x62], [0x7f], [0x80], [0xff], [0xff, 0xfe, 0x0a], [0xc3, 0xa9], [0x65, 0xcc, 0x81], [0x00]];
+    const decoded = decodeTree(encodeTree(names.map((n) => entry(Buffer.from(n), {}))));
+    expect(decoded.map((e) => [...e.name])).toEqual(names.map((n) => Buffer.from(n)).sort(Buffer.compare).map((b) => [...b]));
+  });
+
+  it('copies the bytes of entries decoded with withEncoded, and encodes the rest', () => {
+    const blob = encodeTree(entries);
+    const decoded = decodeTree(blob, { withEncoded: true });
+    expect(decoded.every((e) => e.encoded !== undefined)).toBe(true);
+    expect(encodeTree(decoded).equals(blob)).toBe(true);
+    // One entry changed and its bytes dropped; the result is what encoding every field gives.
+    const changed = decoded.map((e) => (e.name.toString() === 'zeta' ? { ...e, encoded: undefined, mtimeNs: e.mtimeNs + 1n } : e));
+    const fresh = decodeTree(blob).map((e) => (e.name.toString() === 'zeta' ? { ...e, mtimeNs: e.mtimeNs + 1n } : e));
+    expect(encodeTree(changed).equals(encodeTree(fresh))).toBe(true);
+    expect(encodeTree(changed).equals(blob)).toBe(false);
+    expect(decodeTree(blob)[0]!.encoded).toBeUndefined();
+  });
+
   it('refuses duplicate names and malformed blobs', () => {
     expect(() => encodeTree([entry('a', {}), entry('a', {})])).toThrow(/duplicate/);
     const good = encodeTree(entries);

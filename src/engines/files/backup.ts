@@ -287,7 +287,7 @@ export class FilesBackupSession implements BackupSession {
     // The parent's tree is fetched while the directory is listed.
     const prevLoad = prevTree
       ? this.ctx.repo.getTree(prevTree).then(
-          (blob) => byName(decodeTree(blob)),
+          (blob) => byName(decodeTree(blob, { withEncoded: true })),
           (err: unknown) => {
             this.ctx.log.warn(`files: parent tree of ${showPath(Buffer.from(rel || '.', 'latin1'))} unreadable, reading its files again: ${(err as Error).message}`);
             return undefined;
@@ -654,6 +654,10 @@ export class FilesBackupSession implements BackupSession {
         let group = this.linkGroups.get(inode);
         if (group === undefined) this.linkGroups.set(inode, (group = this.linkGroups.size + 1));
         entry.linkGroup = group;
+      } else if (reuse && prev.encoded && sameEntry(entry, prev)) {
+        // As the parent recorded it, field for field: its tree bytes are copied, not encoded again
+        // (1 % of a mount changed still meant re-encoding every entry of each touched folder).
+        entry.encoded = prev.encoded;
       }
       return entry;
     }
