@@ -226,14 +226,13 @@ export function encodeTree(entries: readonly TreeEntry[]): Buffer {
   // sorts a 200-entry folder about 40 % faster than a Buffer.compare call per comparison.
   const sorted = entries
     .map((e) => ({ key: e.name.toString('latin1'), e }))
-    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
-    .map((k) => k.e);
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const out = new Out();
   out.bytes(MAGIC);
   out.uint(sorted.length);
   for (let i = 0; i < sorted.length; i++) {
-    const e = sorted[i]!;
-    if (i > 0 && Buffer.compare(sorted[i - 1]!.name, e.name) === 0) {
+    const e = sorted[i]!.e;
+    if (i > 0 && sorted[i - 1]!.key === sorted[i]!.key) {
       throw new BunkerError('internal', `tree: duplicate entry name ${JSON.stringify(e.name.toString('latin1'))}`);
     }
     if (e.encoded) {

@@ -300,7 +300,12 @@ export class FilesBackupSession implements BackupSession {
     const [entries, prev] = await Promise.all([this.scanDir(rel, abs, prevLoad), prevLoad]);
     // Entries all as the parent backup recorded them: if the subdirectories also come out as the
     // parent's subtrees, this directory's tree is the parent's byte for byte and is not encoded.
-    const asBefore = prevTree !== undefined && prev !== undefined && entries.length === prev.size && entries.every((e) => sameEntry(e, prev.get(nameKey(e.name))));
+    // (A file entry carrying the parent's bytes was found equal to its parent entry by describe().)
+    const asBefore =
+      prevTree !== undefined &&
+      prev !== undefined &&
+      entries.length === prev.size &&
+      entries.every((e) => e.encoded !== undefined || sameEntry(e, prev.get(nameKey(e.name))));
     if (!asBefore) this.keep(rel, entries);
     if (entries.some((e) => e.linkGroup !== undefined)) this.linkDirs.add(rel);
     const dirs = entries.filter((e) => e.type === 'dir');
