@@ -195,6 +195,11 @@ typedef struct {
   int level;             // seal: zstd level, 0 = never compress
   size_t expected_len;   // open: the plaintext length the index records
   bool in_place;         // open: the caller owns the sealed bytes and lets them be decrypted over
+  // seal, open: the blob's id, authenticated as GCM associated data (format 3), which binds the
+  // ciphertext to the id it is stored under. Open then recomputes the HMAC id only when asked.
+  bool has_aad;
+  uint8_t aad[32];
+  bool hash_plain;       // open: recompute the plaintext's HMAC id into `id`
   // results
   uint8_t id[32];
   uint8_t id2[32];       // hash2: the second chunk's id
@@ -580,6 +585,7 @@ static void do_seal(Op *op) {
   int n, ok = out && c && RAND_bytes(out, NONCE_BYTES) == 1 &&
               EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, op->keys->enc_key, out) == 1;
   const uint8_t flag = use_z ? 1 : 0;
+  if (op->has_aad) ok = ok && EVP_EncryptUpdate(c, NULL, &n, op->aad, sizeof op->aad) == 1;
   ok = ok && EVP_EncryptUpdate(c, out + NONCE_BYTES, &n, &flag, 1) == 1;
   if (use_z) {
     ok = ok && EVP_EncryptUpdate(c, out + NONCE_BYTES + 1, &n, z, (int)plen) == 1;
@@ -621,6 +627,7 @@ static void do_open(Op *op) {
   EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
   int n;
   int ok = payload && c && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, op->keys->enc_key, op->in) == 1 &&
+           (!op->has_aad || EVP_DecryptUpdate(c, NULL, &n, op->aad, sizeof op->aad) == 1) &&
            EVP_DecryptUpdate(c, &flag, &n, op->in + NONCE_BYTES, 1) == 1 &&
            EVP_DecryptUpdate(c, payload, &n, op->in + NONCE_BYTES + 1, (int)payload_len) == 1 &&
            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, (void *)(op->in + op->in_len - TAG_BYTES)) == 1 &&
@@ -656,7 +663,7 @@ static void do_open(Op *op) {
     op->error = "unknown blob flag";
     return;
   }
-  hmac_id(op->keys, plain_at, op->out_len, op->id);
+  if (op->hash_plain) hmac_id(op->keys, plain_at, op->out_len, op->id);
 }
 
 /** The op's work, on whichever thread runs it. */
@@ -765,7 +772,6 @@ static void complete(napi_env env, napi_status status, void *data) {
         break;
       }
       case OP_OPEN: {
-        napi_value id = hex_id(env, op->id);
         napi_create_object(env, &result);
         if (op->out_offset > 0) {
           // Decrypted in place: the caller takes the plaintext as a view of its input.
@@ -777,7 +783,7 @@ static void complete(napi_env env, napi_status status, void *data) {
         } else {
           napi_set_named_property(env, result, "plain", take_output(env, op));
         }
-        napi_set_named_property(env, result, "id", id);
+        if (op->hash_plain) napi_set_named_property(env, result, "id", hex_id(env, op->id));
         break;
       }
     }
@@ -798,13 +804,33 @@ static void complete(napi_env env, napi_status status, void *data) {
   free(op);
 }
 
+/** Decodes a 64-digit lowercase or uppercase hex string into 32 bytes; false when it is anything else. */
+static bool parse_hex_id(napi_env env, napi_value value, uint8_t out[32]) {
+  char hex[66];
+  size_t len = 0;
+  if (napi_get_value_string_latin1(env, value, hex, sizeof hex, &len) != napi_ok || len != 64) return false;
+  for (int i = 0; i < 64; i++) {
+    const char c = hex[i];
+    const int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (v < 0) return false;
+    out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
+  }
+  return true;
+}
+
+static bool is_nullish(napi_env env, napi_value value) {
+  napi_valuetype type;
+  return napi_typeof(env, value, &type) == napi_ok && (type == napi_undefined || type == napi_null);
+}
+
 /**
- * Reads (keys?, input, number?) into a new Op. `with_keys`: argv[0] is the keys handle. Throws and
- * returns NULL on bad arguments.
+ * Reads (keys?, input, number?, boundId?, hashPlain?) into a new Op. `with_keys`: argv[0] is the keys
+ * handle. boundId (seal, open): the blob's hex id, authenticated as associated data. hashPlain (open):
+ * whether to recompute the plaintext's id (default true). Throws and returns NULL on bad arguments.
  */
 static Op *new_op(napi_env env, napi_callback_info info, OpKind kind, bool with_keys, napi_value *input_out) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 5;
+  napi_value argv[5];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) argc = 0;
   size_t first = with_keys ? 1 : 0;
   Op *op = calloc(1, sizeof(Op));
@@ -812,10 +838,15 @@ static Op *new_op(napi_env env, napi_callback_info info, OpKind kind, bool with_
   bool ok = op && argc > first && (!with_keys || (op->keys = get_keys(env, argv[0])) != NULL) &&
             parse_input(env, argv[first], op) &&
             (argc <= first + 1 || (napi_get_value_int64(env, argv[first + 1], &number) == napi_ok && number >= 0 && number <= INT32_MAX));
+  if (ok) {
+    op->hash_plain = true;
+    if (argc > first + 2 && !is_nullish(env, argv[first + 2])) ok = (op->has_aad = parse_hex_id(env, argv[first + 2], op->aad));
+    if (ok && argc > first + 3 && !is_nullish(env, argv[first + 3])) ok = napi_get_value_bool(env, argv[first + 3], &op->hash_plain) == napi_ok;
+  }
   if (!ok) {
     if (op) free_op_input(op);
     free(op);
-    napi_throw_type_error(env, NULL, "bunker-codec: bad arguments (keys, Uint8Array or Uint8Array[], number)");
+    napi_throw_type_error(env, NULL, "bunker-codec: bad arguments (keys, Uint8Array or Uint8Array[], number, hex id?, boolean?)");
     return NULL;
   }
   op->kind = kind;
@@ -851,9 +882,16 @@ static napi_value queue_op(napi_env env, napi_callback_info info, OpKind kind, b
 static napi_value hash_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_HASH, true); }
 /** hash2(keys, [...partsOfA, ...partsOfB], partsOfA.length) → Promise<[idA, idB]>: two chunks' ids in one pass. */
 static napi_value hash2_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_HASH2, true); }
-/** seal(keys, data | parts, level) → Promise<{ sealed: Buffer, compressed: boolean }>. */
+/**
+ * seal(keys, data | parts, level, boundId?) → Promise<{ sealed: Buffer, compressed: boolean }>; with
+ * boundId (format 3) the blob's id is authenticated with it, and open must be given the same id.
+ */
 static napi_value seal_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_SEAL, true); }
-/** open(keys, sealed, plainLength) → Promise<{ plain: Buffer, id: hex }>; rejects when damaged. */
+/**
+ * open(keys, sealed, plainLength, boundId?, hashPlain = true) → Promise<{ plain: Buffer, id?: hex }>;
+ * rejects when damaged, or when boundId is not the id the blob was sealed with. `id` (the plaintext's
+ * recomputed HMAC id) is there only when hashPlain.
+ */
 static napi_value open_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_OPEN, true); }
 /**
  * openInPlace(keys, sealed, plainLength) → Promise<{ plain: Buffer, id } | { offset, length, id }>: the same,
@@ -892,7 +930,7 @@ static napi_value run_sync(napi_env env, napi_callback_info info, OpKind kind) {
       napi_set_named_property(env, result, "compressed", extra);
     } else {
       napi_set_named_property(env, result, "plain", buf);
-      napi_set_named_property(env, result, "id", hex_id(env, op->id));
+      if (op->hash_plain) napi_set_named_property(env, result, "id", hex_id(env, op->id));
     }
   }
   free(op->out);

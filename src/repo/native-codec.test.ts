@@ -57,7 +57,7 @@ describe('native codec', () => {
       const pack = Buffer.concat([randomBytes(100), sealed, randomBytes(100)]);
       const before = Buffer.from(pack);
       const inPack = pack.subarray(100, 100 + sealed.length);
-      const { plain, id } = await codec.open(inPack, data.length, 'blob I', true);
+      const { plain, id } = await codec.open(inPack, data.length, 'blob I', { inPlace: true });
       expect(plain.equals(data)).toBe(true);
       expect(id).toBe(hmac(data));
       expect(plain.buffer === pack.buffer).toBe(!compresses);
@@ -66,11 +66,11 @@ describe('native codec', () => {
       expect(pack.subarray(100 + sealed.length).equals(before.subarray(100 + sealed.length))).toBe(true);
       const damaged = Buffer.from(sealed);
       damaged[damaged.length >> 1]! ^= 1;
-      await expect(codec.open(damaged, data.length, 'blob J', true)).rejects.toThrow(/blob J failed authentication/);
+      await expect(codec.open(damaged, data.length, 'blob J', { inPlace: true })).rejects.toThrow(/blob J failed authentication/);
       // An index claiming a longer plaintext: a raw blob comes back at its own length (which the
       // repository's length check refuses), never as a view reaching into the next blob.
       const again = Buffer.concat([sealed, randomBytes(100)]);
-      const r = codec.open(again.subarray(0, sealed.length), data.length + 100, 'blob K', true);
+      const r = codec.open(again.subarray(0, sealed.length), data.length + 100, 'blob K', { inPlace: true });
       if (compresses) await expect(r).rejects.toThrow(/blob K/);
       else expect((await r).plain.length).toBe(data.length);
     }
@@ -152,5 +152,33 @@ describe('blobs given as pieces', () => {
     const { sealed } = await codec.seal(pieces, 3);
     const { plain } = await codec.open(sealed, whole.length, 'pieces');
     expect(plain.equals(whole)).toBe(true);
+  });
+});
+
+describe('blobs bound to their ids (format 3)', () => {
+  it('open only under the id they were sealed with, on the pool, in place and on the calling thread', async () => {
+    for (const data of [randomBytes(1 << 20), text(1 << 20), text(3000), Buffer.alloc(0)]) {
+      const id = hmac(data);
+      const other = hmac(Buffer.concat([data, Buffer.from('x')]));
+      const { sealed } = await codec.seal(data, 3, id);
+      for (const inPlace of [false, true]) {
+        const opened = await codec.open(Buffer.from(sealed), data.length, 'bound', { inPlace, boundId: id, hashPlain: false });
+        expect(opened.plain.equals(data)).toBe(true);
+        expect(opened.id).toBeUndefined(); // not recomputed: the binding already names the blob
+        const rehashed = await codec.open(Buffer.from(sealed), data.length, 'bound', { inPlace, boundId: id });
+        expect(rehashed.id).toBe(id);
+        // Under another id, or with no id, the tag does not verify.
+        await expect(codec.open(Buffer.from(sealed), data.length, 'blob B', { inPlace, boundId: other, hashPlain: false })).rejects.toThrow(/blob B failed authentication/);
+        await expect(codec.open(Buffer.from(sealed), data.length, 'blob C', { inPlace })).rejects.toThrow(/blob C failed authentication/);
+      }
+      // An unbound blob (formats 1 and 2) does not open as a bound one.
+      const { sealed: unbound } = await codec.seal(data, 3);
+      await expect(codec.open(unbound, data.length, 'blob U', { boundId: id, hashPlain: false })).rejects.toThrow(/blob U failed authentication/);
+    }
+  });
+
+  it('refuses an id that is not 64 hex digits', async () => {
+    await expect(codec.seal(randomBytes(10_000), 3, 'xyz')).rejects.toThrow(/bad arguments/);
+    await expect(codec.seal(randomBytes(100), 3, '0'.repeat(63) + 'g')).rejects.toThrow(/bad arguments/);
   });
 });

@@ -1,7 +1,8 @@
 // The repository's per-byte work, done by the C addon native/bunker-codec.c (built by `npm ci` through
 // the root binding.gyp): the chunker's gear scan, blob ids, and sealing/opening blobs on libuv's
-// thread pool. Blob format: nonce(12) ‖ AES-256-GCM(flag ‖ payload) ‖ tag(16), flag 0 raw, 1 zstd;
-// chunks whose samples don't shrink by 3 % at zstd level 1 are stored raw without trying the rest.
+// thread pool. Blob format: nonce(12) ‖ AES-256-GCM(flag ‖ payload) ‖ tag(16), flag 0 raw, 1 zstd,
+// with the blob's id as associated data from format 3 on; chunks whose samples don't shrink by 3 % at
+// zstd level 1 are stored raw without trying the rest.
 import { availableParallelism } from 'node:os';
 import { BunkerError } from '../core/index.js';
 import { loadNativeAddon } from '../core/native-addon.js';
@@ -36,13 +37,21 @@ interface CodecAddon {
   /** The ids of two blobs: parts[0, split) are the first, the rest the second. */
   hash2(keys: KeysHandle, parts: readonly Uint8Array[], split: number): Promise<[string, string]>;
   hashSync(keys: KeysHandle, data: Input): string;
-  seal(keys: KeysHandle, data: Input, level: number): Promise<SealResult>;
-  open(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult>;
+  /** boundId: the blob's hex id, authenticated as GCM associated data (format 3). */
+  seal(keys: KeysHandle, data: Input, level: number, boundId?: string | null): Promise<SealResult>;
+  /** Fails unless boundId is the id the blob was sealed with (none for formats 1 and 2); `id` only when hashPlain. */
+  open(keys: KeysHandle, sealed: Uint8Array, plainLength: number, boundId?: string | null, hashPlain?: boolean): Promise<OpenResult>;
   /** open() decrypting over `sealed`; a raw blob's plaintext comes back as where it lies in `sealed`. */
-  openInPlace(keys: KeysHandle, sealed: Uint8Array, plainLength: number): Promise<OpenResult | { offset: number; length: number; id: string }>;
+  openInPlace(
+    keys: KeysHandle,
+    sealed: Uint8Array,
+    plainLength: number,
+    boundId?: string | null,
+    hashPlain?: boolean,
+  ): Promise<OpenResult | { offset: number; length: number; id?: string }>;
   sha256(parts: Uint8Array[]): Promise<string>;
-  sealSync(keys: KeysHandle, data: Input, level: number): SealResult;
-  openSync(keys: KeysHandle, sealed: Uint8Array, plainLength: number): OpenResult;
+  sealSync(keys: KeysHandle, data: Input, level: number, boundId?: string | null): SealResult;
+  openSync(keys: KeysHandle, sealed: Uint8Array, plainLength: number, boundId?: string | null, hashPlain?: boolean): OpenResult;
   /** CRC-64/Jones (Redis's RDB and DUMP checksum) folded into state = [low, high] halves. */
   crc64(state: Int32Array, data: Uint8Array): void;
   /** Returns free heap memory to the kernel (glibc; nothing elsewhere). */
@@ -64,8 +73,21 @@ export interface SealResult {
 
 export interface OpenResult {
   plain: Buffer;
-  /** HMAC id recomputed from the plaintext; the caller compares it with the id it asked for. */
-  id: string;
+  /** HMAC id recomputed from the plaintext (when asked for); the caller compares it with the id it asked for. */
+  id?: string;
+}
+
+export interface OpenOptions {
+  /**
+   * The caller gives up `sealed` (freshly read, shared with nobody), which is decrypted over, so a raw
+   * blob's plaintext is a view of it instead of a new allocation: a restore of incompressible data
+   * then allocates no external memory per blob, and V8 runs no full GC for it.
+   */
+  inPlace?: boolean;
+  /** The id the blob was sealed with as associated data (format 3); opening fails if it differs. */
+  boundId?: string;
+  /** Recompute the plaintext's HMAC id (default true); needless for a bound blob except in a full check. */
+  hashPlain?: boolean;
 }
 
 let loaded: CodecAddon | undefined;
@@ -138,34 +160,30 @@ export class NativeCodec {
     return this.run(() => this.addon.sha256(parts));
   }
 
-  /** Compresses (unless level is 0 or it does not pay) and encrypts a blob. */
-  seal(data: Input, level: number): Promise<SealResult> {
+  /** Compresses (unless level is 0 or it does not pay) and encrypts a blob, bound to `boundId` when given. */
+  seal(data: Input, level: number, boundId?: string): Promise<SealResult> {
     if (byteLength(data) < SYNC_BYTES && !this.closed) {
       try {
-        return Promise.resolve(this.addon.sealSync(this.keys, data, level));
+        return Promise.resolve(this.addon.sealSync(this.keys, data, level, boundId));
       } catch (err) {
         return Promise.reject(err);
       }
     }
-    return this.run(() => this.addon.seal(this.keys, data, level));
+    return this.run(() => this.addon.seal(this.keys, data, level, boundId));
   }
 
-  /**
-   * Decrypts, authenticates, decompresses and hashes a sealed blob; `what` names it in errors.
-   * `inPlace`: the caller gives up `sealed` (freshly read, shared with nobody), which is decrypted over,
-   * so a raw blob's plaintext is a view of it instead of a new allocation: a restore of incompressible
-   * data then allocates no external memory per blob, and V8 runs no full GC for it.
-   */
-  async open(sealed: Uint8Array, plainLength: number, what: string, inPlace = false): Promise<OpenResult> {
+  /** Decrypts, authenticates, decompresses and (unless told not to) hashes a sealed blob; `what` names it in errors. */
+  async open(sealed: Uint8Array, plainLength: number, what: string, options: OpenOptions = {}): Promise<OpenResult> {
+    const { inPlace = false, boundId, hashPlain = true } = options;
     try {
-      if (sealed.length < SYNC_BYTES && !this.closed) return this.addon.openSync(this.keys, sealed, plainLength);
+      if (sealed.length < SYNC_BYTES && !this.closed) return this.addon.openSync(this.keys, sealed, plainLength, boundId, hashPlain);
       if (inPlace) {
-        const r = await this.run(() => this.addon.openInPlace(this.keys, sealed, plainLength));
+        const r = await this.run(() => this.addon.openInPlace(this.keys, sealed, plainLength, boundId, hashPlain));
         if ('plain' in r) return r;
         // The blob's own length, not plainLength: the caller's length check must see a mismatch.
         return { plain: Buffer.from(sealed.buffer, sealed.byteOffset + r.offset, r.length), id: r.id };
       }
-      return await this.run(() => this.addon.open(this.keys, sealed, plainLength));
+      return await this.run(() => this.addon.open(this.keys, sealed, plainLength, boundId, hashPlain));
     } catch (err) {
       if (err instanceof BunkerError) throw err;
       throw new BunkerError('corrupt', `${what} failed authentication or decompression (damaged or modified)`, {

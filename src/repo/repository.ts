@@ -25,8 +25,11 @@ import type {
 
 
 export interface RepoConfig {
-  /** 1: packs named by the SHA-256 of the whole pack; 2: by the SHA-256 of their tail (sealed header and trailer). */
-  version: 1 | 2;
+  /**
+   * 1: packs named by the SHA-256 of the whole pack; 2: by the SHA-256 of their tail (sealed header and
+   * trailer); 3: as 2, and each blob sealed with its id as associated data.
+   */
+  version: 1 | 2 | 3;
   id: string;
   created: string;
   chunker: ChunkSizes;
@@ -193,7 +196,14 @@ export class BunkerRepository implements Repository {
     this.gear = gearTable(keys.chunkerKey);
     this.codec = new NativeCodec(keys, options.workers);
     this.maxStoring = this.codec.size + 2 + PACK_WRITES_AT_ONCE;
+    this.bindsIds = config.version >= 3;
   }
+
+  /**
+   * Format 3: a blob's id is authenticated with its ciphertext, so a read needs no recomputed HMAC to
+   * know it got the blob it asked for (docs/design/repository-format.md, "Blobs bound to their ids").
+   */
+  private readonly bindsIds: boolean;
 
   get id(): string {
     return this.config.id;
@@ -302,7 +312,7 @@ export class BunkerRepository implements Repository {
   private async storeNew(type: BlobType, id: BlobId, chunk: Chunk, onStored?: (bytes: number) => void): Promise<void> {
     const rawLength = chunk.length;
     try {
-      const { sealed } = await this.codec.seal(chunk.pieces, this.config.compressionLevel);
+      const { sealed } = await this.codec.seal(chunk.pieces, this.config.compressionLevel, this.bindsIds ? id : undefined);
       onStored?.(sealed.length);
       const builder = (this.open[type] ??= new PackBuilder(type));
       builder.append(id, sealed, rawLength);
@@ -597,8 +607,10 @@ export class BunkerRepository implements Repository {
   private async openBlob(id: BlobId, entry: IndexEntry, sealed: Uint8Array): Promise<Buffer> {
     const name = packName(entry.pack);
     const what = `blob ${id} in pack ${name}`;
-    const { plain, id: actual } = await this.codec.open(sealed, entry.rawLength, what, true);
-    if (actual !== id || plain.length !== entry.rawLength) throw corrupt(`${what} does not match its id`, name);
+    const { plain, id: actual } = this.bindsIds
+      ? await this.codec.open(sealed, entry.rawLength, what, { inPlace: true, boundId: id, hashPlain: false })
+      : await this.codec.open(sealed, entry.rawLength, what, { inPlace: true });
+    if ((!this.bindsIds && actual !== id) || plain.length !== entry.rawLength) throw corrupt(`${what} does not match its id`, name);
     return plain;
   }
 
@@ -839,7 +851,11 @@ export class BunkerRepository implements Repository {
             headers.get(packId)!.blobs.map(async ([id, offset, length, rawLength]) => {
               const what = `blob ${id} in pack ${name}`;
               try {
-                const { plain, id: actual } = await this.codec.open(body.subarray(offset, offset + length), rawLength, what);
+                // The plaintext's id is recomputed here in every format: it also finds a blob stored
+                // under a wrong id by a faulty writer, which binding the id cannot.
+                const { plain, id: actual } = await this.codec.open(body.subarray(offset, offset + length), rawLength, what, {
+                  boundId: this.bindsIds ? id : undefined,
+                });
                 if (actual !== id || plain.length !== rawLength) throw corrupt(`${what} does not match its id`, name);
                 return true;
               } catch (err) {

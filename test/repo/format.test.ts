@@ -1,7 +1,8 @@
-// Format versions: new repositories (format 2) name a pack by the SHA-256 of its tail (sealed header and
-// trailer) and rely on the header tiling the body plus each blob's GCM tag; a format 1 repository (packs
-// named by the hash of all their bytes; fixture written by the format 1 code) stays readable, writable and
-// checkable with its own naming.
+// Format versions: format 2 names a pack by the SHA-256 of its tail (sealed header and trailer) and relies
+// on the header tiling the body plus each blob's GCM tag; format 3 (new repositories) also seals each blob
+// with its id as associated data, so reads need not recompute the id. Format 1 (packs named by the hash of
+// all their bytes) and format 2 repositories, fixtures written by that format's code, stay readable,
+// writable and checkable in their own form.
 import { createHash, randomBytes } from 'node:crypto';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -78,6 +79,69 @@ describe('format 2', () => {
     }
     await writeFile(join(dir, p.name), p.bytes);
     expect((await check()).ok).toBe(true);
+  });
+});
+
+describe('format 3', () => {
+  it('binds each blob to its id: a blob read where another should be is refused, by reads and by check', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bunker-format3-'));
+    const storage = new FsBackend(dir);
+    // One chunk per buffer, both in one pack: its body is sealed A ‖ sealed B, of equal lengths.
+    const repo = await initRepository({ storage, password: 'p', kdf: 'fast', chunkSizes: { min: 16384, avg: 32768, max: 65536 } });
+    expect(repo.config.version).toBe(3);
+    const a = randomBytes(10_000);
+    const b = randomBytes(10_000);
+    const refA = await repo.storeBuffer(a);
+    const refB = await repo.storeBuffer(b);
+    await repo.saveSnapshot(manifest({ a: refA, b: refB }));
+    await repo.close();
+    const [pack, ...others] = await packFiles(storage);
+    expect(others).toHaveLength(0);
+    const sealedLength = (pack!.bytes.length - tail(pack!.bytes).length) / 2;
+    expect(sealedLength).toBe(10_000 + 29); // raw: nonce, flag, tag
+
+    const reopen = () => openRepository({ storage: new FsBackend(dir!), password: 'p' });
+    let r = await reopen();
+    expect((await r.readBuffer(refA)).equals(a)).toBe(true);
+    expect((await r.check({ readData: true })).ok).toBe(true);
+    await r.close();
+
+    // Swap the two sealed blobs: each is intact and authentic, but stored where the other's id points.
+    const swapped = Buffer.concat([pack!.bytes.subarray(sealedLength, 2 * sealedLength), pack!.bytes.subarray(0, sealedLength), tail(pack!.bytes)]);
+    await writeFile(join(dir, pack!.name), swapped);
+    r = await reopen();
+    await expect(r.readBuffer(refA)).rejects.toThrow(/failed authentication/);
+    await expect(r.readBuffer(refB)).rejects.toThrow(/failed authentication/);
+    const result = await r.check({ readData: true });
+    await r.close();
+    expect(result.ok).toBe(false);
+    expect(result.errors).toHaveLength(2);
+  });
+});
+
+describe('format 2', () => {
+  it('stays readable, writable (blobs still unbound) and checkable', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bunker-format2-fixture-'));
+    await cp(join(import.meta.dirname, 'fixtures/format-2'), dir, { recursive: true });
+    const open = () => openRepository({ storage: new FsBackend(dir!), password: 'format-2-fixture' });
+    const repo = await open();
+    expect(repo.config.version).toBe(2);
+    const [snapshot] = await repo.listSnapshots();
+    const { bin, text } = (await repo.loadSnapshot(snapshot!.id)).services.s!.streams;
+    expect(sha256(await repo.readBuffer(bin!))).toBe('24e6decd2ed3c357b55fcd0caf0be6c0dd5d97f0d7f3a0fedb810ef1c82c220c');
+    expect(sha256(await repo.readBuffer(text!))).toBe('f450470807ceaa573b7acebb27e8b987b0f2d64bf624c615fcb47f008c26fd85');
+    expect((await repo.check({ readData: true })).ok).toBe(true);
+
+    const more = randomBytes(150 * 1024);
+    const ref = await repo.storeBuffer(more);
+    await repo.saveSnapshot(manifest({ more: ref }));
+    await repo.close();
+    const again = await open();
+    expect(again.config.version).toBe(2);
+    expect((await again.readBuffer(ref)).equals(more)).toBe(true);
+    expect((await again.readBuffer(bin!)).length).toBe(bin!.size);
+    expect((await again.check({ readData: true })).ok).toBe(true);
+    await again.close();
   });
 });
 
