@@ -81,12 +81,14 @@ function timed(label, command, env = {}) {
   return { secs, rssMb: kb / 1024 };
 }
 
-const node = process.execPath;
+// The Bunker client runs with the V8 flags every Bunker process runs with (bin/bunker's shebang).
+const { NODE_FLAGS } = await import(pathToFileURL(join(root, 'dist/core/node-flags.js')).href);
+const node = [process.execPath, ...NODE_FLAGS].join(' ');
 const self = fileURLToPath(import.meta.url);
 const tools = {
   bunker: {
     // Untimed, like `restic init` and `borg init`: every timed step opens an existing repository.
-    init: (dir) => spawnSync(node, [self, 'init', dir]),
+    init: (dir) => spawnSync(process.execPath, [self, 'init', dir]),
     store: (dir) => `${node} ${self} store ${dir} < ${tar}`,
     read: (dir) => `${node} ${self} read ${dir} > /dev/null`,
     verify: (dir) => `${node} ${self} read ${dir} | sha256sum`,
