@@ -81,9 +81,9 @@ function timed(label, command, env = {}) {
   return { secs, rssMb: kb / 1024 };
 }
 
-// The Bunker client runs with the V8 flags every Bunker process runs with (bin/bunker's shebang).
-const { NODE_FLAGS } = await import(pathToFileURL(join(root, 'dist/core/node-flags.js')).href);
-const node = [process.execPath, ...NODE_FLAGS].join(' ');
+// The Bunker client is started as every Bunker process is (bin/bunker's first line): LAUNCH_ENV, NODE_FLAGS.
+const { LAUNCH_ENV, NODE_FLAGS } = await import(pathToFileURL(join(root, 'dist/core/node-flags.js')).href);
+const node = [...Object.entries(LAUNCH_ENV).map(([k, v]) => `${k}=${v}`), process.execPath, ...NODE_FLAGS].join(' ');
 const self = fileURLToPath(import.meta.url);
 const tools = {
   bunker: {

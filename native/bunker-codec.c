@@ -1241,9 +1241,10 @@ static napi_value trim(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
 #ifdef M_ARENA_MAX
   // Sealed and opened blobs are allocated on pool threads and freed on the main thread. glibc gives
-  // each thread its own arena (up to 8 per core), and memory freed into them lingers: storing 1.1 GB
-  // peaked at 242 MB RSS with the default and 210 MB with two arenas, at no measurable speed cost.
-  mallopt(M_ARENA_MAX, 2);
+  // each thread its own arena (up to 8 per core), and memory freed into one is not reused by another.
+  // One arena for threads that first allocate from now on; threads that allocated before this addon
+  // loaded keep theirs, so Bunker processes also start with MALLOC_ARENA_MAX=1 (src/core/node-flags.ts).
+  mallopt(M_ARENA_MAX, 1);
 #endif
 #if defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
   // Blobs, pack reads and stream input are allocated and freed by the megabyte. With glibc's sliding

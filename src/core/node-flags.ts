@@ -1,6 +1,7 @@
-// The V8 flags every Bunker process runs with. bin/bunker's first line carries them (a test keeps the
-// two equal) and the control plane passes them to the workers it starts. V8 reads heap flags only
-// when the process starts: v8.setFlagsFromString() later has no effect on them.
+// How every Bunker process is started: the V8 flags and the environment node gets. bin/bunker's first
+// line carries both (a test keeps them equal) and the control plane passes them to the workers it
+// starts. V8 reads heap flags, and glibc its malloc settings, only when the process starts:
+// v8.setFlagsFromString() or mallopt() later miss what was set up before.
 //
 // --initial-old-space-size=64: the command line loads zod, kysely and every engine before it backs
 // up, which leaves ~8.5 MB of old space at start. V8 then sets its first old-generation limit from
@@ -9,3 +10,14 @@
 // allowed to reach 64 MB before marking: 34–36, and the backup took 8.7–9.1 s instead of 9.4–13.2 s
 // (side by side, docs/design/repository-format.md, "Heap size and mark-compacts").
 export const NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64'];
+
+// MALLOC_ARENA_MAX=1: blobs are allocated on thread-pool threads and freed on the main thread, and
+// glibc gives each thread an arena of its own; memory freed into one arena is not reused by another.
+// The codec caps arenas when it loads (mallopt), but threads that allocated earlier keep theirs.
+// Capped from the start, storing the 1.1 GB benchmark stream peaked at 183–188 MB instead of
+// 240–255 MB, a mount's restore at 196–199 MB instead of 215–238 MB, at the same speed
+// (docs/design/repository-format.md, "Memory").
+export const LAUNCH_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '1' };
+
+/** bin/bunker's first line: `env -S` sets LAUNCH_ENV, then runs node with NODE_FLAGS. */
+export const SHEBANG = `#!/usr/bin/env -S ${Object.entries(LAUNCH_ENV).map(([k, v]) => `${k}=${v}`).join(' ')} node ${NODE_FLAGS.join(' ')}`;

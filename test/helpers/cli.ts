@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writ
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NODE_FLAGS } from '../../src/core/node-flags.js';
+import { LAUNCH_ENV, NODE_FLAGS } from '../../src/core/node-flags.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = join(ROOT, 'bin', 'bunker');
@@ -119,11 +119,11 @@ export class CliProject {
     });
   }
 
-  /** Starts bunker without waiting (for concurrency and kill tests), with the flags bin/bunker's first line gives node. */
+  /** Starts bunker without waiting (for concurrency and kill tests), as bin/bunker's first line starts node. */
   spawn(args: string[], options: RunOptions = {}): ChildProcess {
     return spawn(process.execPath, [...NODE_FLAGS, BIN, ...args], {
       cwd: options.cwd ?? this.dir,
-      env: this.env(options.env),
+      env: { ...this.env(options.env), ...LAUNCH_ENV },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
   }
