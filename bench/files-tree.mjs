@@ -31,11 +31,11 @@ function timed(cmd, args, options = {}) {
   return { ms, rssMB: Math.round(Number(lines[lines.length - 1]) / 1024), stdout: r.stdout };
 }
 
-// Started as every Bunker process is (bin/bunker's first line, the workers it starts): LAUNCH_ENV, NODE_FLAGS.
-const { LAUNCH_ENV, NODE_FLAGS } = await import(join(import.meta.dirname, '../dist/core/node-flags.js'));
+// Started as every Bunker process is (bin/bunker, the workers it starts): launchEnv(), NODE_FLAGS.
+const { launchEnv, NODE_FLAGS } = await import(join(import.meta.dirname, '../dist/core/node-flags.js'));
 
 function bunker(op, ...args) {
-  const r = timed(process.execPath, [...NODE_FLAGS, join(import.meta.dirname, 'files-run.mjs'), op, ...args], { env: { ...env, ...LAUNCH_ENV } });
+  const r = timed(process.execPath, [...NODE_FLAGS, join(import.meta.dirname, 'files-run.mjs'), op, ...args], { env: { ...env, ...launchEnv() } });
   const lines = r.stdout.trim().split('\n');
   return { ...r, ...JSON.parse(lines[lines.length - 1]), ms: r.ms };
 }

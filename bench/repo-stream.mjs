@@ -81,9 +81,9 @@ function timed(label, command, env = {}) {
   return { secs, rssMb: kb / 1024 };
 }
 
-// The Bunker client is started as every Bunker process is (bin/bunker's first line): LAUNCH_ENV, NODE_FLAGS.
-const { LAUNCH_ENV, NODE_FLAGS } = await import(pathToFileURL(join(root, 'dist/core/node-flags.js')).href);
-const node = [...Object.entries(LAUNCH_ENV).map(([k, v]) => `${k}=${v}`), process.execPath, ...NODE_FLAGS].join(' ');
+// The Bunker client is started as every Bunker process is (bin/bunker, the workers it starts): launchEnv(), NODE_FLAGS.
+const { launchEnv, NODE_FLAGS } = await import(pathToFileURL(join(root, 'dist/core/node-flags.js')).href);
+const node = [...Object.entries(launchEnv()).map(([k, v]) => `${k}=${v}`), process.execPath, ...NODE_FLAGS].join(' ');
 const self = fileURLToPath(import.meta.url);
 const tools = {
   bunker: {

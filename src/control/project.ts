@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { systemClock, type Clock } from '../core/clock.js';
 import { asBunkerError, BunkerError, isBunkerError } from '../core/errors.js';
 import { newId, ID_PATTERN } from '../core/ids.js';
-import { LAUNCH_ENV, NODE_FLAGS } from '../core/node-flags.js';
+import { launchEnv, NODE_FLAGS } from '../core/node-flags.js';
 import type { Logger, LogLevel } from '../core/log.js';
 import type { CheckOptions, CheckResult, Repository, RepoStats } from '../repo/types.js';
 import {
@@ -351,7 +351,7 @@ export class Project {
     const child = spawn(process.execPath, [...NODE_FLAGS, CLI_ENTRY, '--config', this.config.file, 'activity:run', activity.id], {
       detached: true,
       stdio: ['ignore', out, out],
-      env: { ...process.env, ...LAUNCH_ENV },
+      env: { ...process.env, ...launchEnv() },
     });
     child.unref();
     if (child.pid === undefined) throw new BunkerError('internal', 'could not start a worker process');

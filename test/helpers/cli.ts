@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writ
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LAUNCH_ENV, NODE_FLAGS } from '../../src/core/node-flags.js';
+import { launchEnv, NODE_FLAGS } from '../../src/core/node-flags.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = join(ROOT, 'bin', 'bunker');
@@ -121,9 +121,10 @@ export class CliProject {
 
   /** Starts bunker without waiting (for concurrency and kill tests), as bin/bunker's first line starts node. */
   spawn(args: string[], options: RunOptions = {}): ChildProcess {
+    const env = this.env(options.env);
     return spawn(process.execPath, [...NODE_FLAGS, BIN, ...args], {
       cwd: options.cwd ?? this.dir,
-      env: { ...this.env(options.env), ...LAUNCH_ENV },
+      env: { ...env, ...launchEnv(env) },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
   }
