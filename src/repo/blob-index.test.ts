@@ -20,6 +20,19 @@ describe('blob index', () => {
     expect([...index.values()].map((e) => e.rawLength).sort((a, b) => a - b)).toEqual([...Array(5000).keys()]);
   });
 
+  it('adds a pack\'s rows as add() adds entries, keeping the first copy of an id', () => {
+    const index = new BlobIndex();
+    const ids = Array.from({ length: 3000 }, randomId);
+    index.addPack('p1', 'tree', ids.slice(0, 2000).map((id, i) => [id, i * 10, i + 1, i + 2] as const));
+    // The second pack repeats 500 ids of the first: those rows keep pack p1's entries.
+    index.addPack('p2', 'data', ids.slice(1500).map((id, i) => [id, i, 7, 8] as const));
+    expect(index.size).toBe(3000);
+    expect(index.get(ids[0]!)).toEqual({ pack: 'p1', type: 'tree', offset: 0, length: 1, rawLength: 2 });
+    expect(index.get(ids[1999]!)).toEqual({ pack: 'p1', type: 'tree', offset: 19990, length: 2000, rawLength: 2001 });
+    expect(index.get(ids[2000]!)).toEqual({ pack: 'p2', type: 'data', offset: 500, length: 7, rawLength: 8 });
+    expect(() => index.addPack('p3', 'data', [['xyz', 0, 1, 1]])).toThrow(/not a blob id/);
+  });
+
   it('keeps the first entry of an id added twice', () => {
     const index = new BlobIndex();
     const id = randomId();

@@ -56,6 +56,29 @@ export class BlobIndex {
 
   /** Adds an entry unless the id is already indexed (the first copy of a blob wins). */
   add(id: string, entry: IndexEntry): void {
+    this.insert(id, this.packNumber(entry.pack), entry.type === 'tree', entry.offset, entry.length, entry.rawLength);
+  }
+
+  /**
+   * Adds a pack's rows ([id, offset, length, rawLength], as index files hold them), each unless its id
+   * is already indexed: add() without an entry object per blob, for opening an index of a million blobs.
+   */
+  addPack(pack: string, type: BlobType, rows: readonly (readonly [string, number, number, number])[]): void {
+    const number = this.packNumber(pack);
+    const tree = type === 'tree';
+    for (const [id, offset, length, rawLength] of rows) this.insert(id, number, tree, offset, length, rawLength);
+  }
+
+  private packNumber(pack: string): number {
+    let number = this.packNumbers.get(pack);
+    if (number === undefined) {
+      number = this.packNames.push(pack) - 1;
+      this.packNumbers.set(pack, number);
+    }
+    return number;
+  }
+
+  private insert(id: string, pack: number, tree: boolean, offset: number, length: number, rawLength: number): void {
     if (!this.decode(id)) throw new Error(`not a blob id: ${id}`);
     if (this.count * 2 >= this.slots.length) this.growSlots();
     const slot = this.slotOf(this.probe);
@@ -65,16 +88,11 @@ export class BlobIndex {
     const block = this.blocks[row >>> BLOCK_BITS]!;
     const at = row & ROW_MASK;
     this.probe.copy(block.ids, at * ID_BYTES);
-    let pack = this.packNumbers.get(entry.pack);
-    if (pack === undefined) {
-      pack = this.packNames.push(entry.pack) - 1;
-      this.packNumbers.set(entry.pack, pack);
-    }
     block.pack[at] = pack;
-    block.offset[at] = entry.offset;
-    block.length[at] = entry.length;
-    block.rawLength[at] = entry.rawLength;
-    block.tree[at] = entry.type === 'tree' ? 1 : 0;
+    block.offset[at] = offset;
+    block.length[at] = length;
+    block.rawLength[at] = rawLength;
+    block.tree[at] = tree ? 1 : 0;
     this.slots[slot] = row;
   }
 

@@ -230,11 +230,7 @@ export class BunkerRepository implements Repository {
   }
 
   private addIndexRecords(packs: PackRecord[]): void {
-    for (const pack of packs) {
-      for (const [id, offset, length, rawLength] of pack.blobs) {
-        this.index.add(id, { pack: pack.id, type: pack.type, offset, length, rawLength });
-      }
-    }
+    for (const pack of packs) this.index.addPack(pack.id, pack.type, pack.blobs);
   }
 
   // ---------- writing ----------
