@@ -894,7 +894,8 @@ static napi_value seal_async(napi_env env, napi_callback_info info) { return que
  */
 static napi_value open_async(napi_env env, napi_callback_info info) { return queue_op(env, info, OP_OPEN, true); }
 /**
- * openInPlace(keys, sealed, plainLength) → Promise<{ plain: Buffer, id } | { offset, length, id }>: the same,
+ * openInPlace(keys, sealed, plainLength, boundId?, hashPlain = true) → Promise<{ plain: Buffer, id? } |
+ * { offset, length, id? }>: the same,
  * decrypting over `sealed` (the caller's to give up: its bytes are plaintext or garbage afterwards).
  * A raw blob's plaintext is then sealed[offset, offset + length), returned as `offset` and `length`
  * (the blob's own length, which the caller checks against plainLength as for open()).
