@@ -185,6 +185,11 @@ export class BunkerRepository implements Repository {
   /** Full packs waiting for a write slot, oldest first. */
   private readonly packQueue: PackBuilder[] = [];
   private closed = false;
+  /**
+   * Format 3: a blob's id is authenticated with its ciphertext, so a read needs no recomputed HMAC to
+   * know it got the blob it asked for (docs/design/repository-format.md, "Blobs bound to their ids").
+   */
+  private readonly bindsIds: boolean;
   private totals: WriteStats = { bytes: 0, storedBytes: 0, chunks: 0, newChunks: 0 };
 
   constructor(
@@ -198,12 +203,6 @@ export class BunkerRepository implements Repository {
     this.maxStoring = this.codec.size + 2 + PACK_WRITES_AT_ONCE;
     this.bindsIds = config.version >= 3;
   }
-
-  /**
-   * Format 3: a blob's id is authenticated with its ciphertext, so a read needs no recomputed HMAC to
-   * know it got the blob it asked for (docs/design/repository-format.md, "Blobs bound to their ids").
-   */
-  private readonly bindsIds: boolean;
 
   get id(): string {
     return this.config.id;
@@ -603,9 +602,12 @@ export class BunkerRepository implements Repository {
   private async openBlob(id: BlobId, entry: IndexEntry, sealed: Uint8Array): Promise<Buffer> {
     const name = packName(entry.pack);
     const what = `blob ${id} in pack ${name}`;
-    const { plain, id: actual } = this.bindsIds
-      ? await this.codec.open(sealed, entry.rawLength, what, { inPlace: true, boundId: id, hashPlain: false })
-      : await this.codec.open(sealed, entry.rawLength, what, { inPlace: true });
+    // Format 3 authenticates the id with the blob; older formats recompute it from the plaintext.
+    const { plain, id: actual } = await this.codec.open(sealed, entry.rawLength, what, {
+      inPlace: true,
+      boundId: this.bindsIds ? id : undefined,
+      hashPlain: !this.bindsIds,
+    });
     if ((!this.bindsIds && actual !== id) || plain.length !== entry.rawLength) throw corrupt(`${what} does not match its id`, name);
     return plain;
   }
