@@ -945,6 +945,161 @@ static napi_value hash_sync(napi_env env, napi_callback_info info) { return run_
 static napi_value seal_sync(napi_env env, napi_callback_info info) { return run_sync(env, info, OP_SEAL); }
 static napi_value open_sync(napi_env env, napi_callback_info info) { return run_sync(env, info, OP_OPEN); }
 
+// ---------- opening a run of blobs into one buffer ----------
+
+/**
+ * Opens one sealed blob into dst, which receives exactly dst_len bytes; decrypts over `in` (the
+ * caller's to give up). A raw payload is decrypted straight into dst, a compressed one in place and
+ * then decompressed into dst. Returns NULL, or what was wrong. dst may hold garbage after an error.
+ */
+static const char *open_into(const Keys *keys, uint8_t *in, size_t in_len, const uint8_t *aad, uint8_t *dst, size_t dst_len) {
+  if (in_len < SEAL_OVERHEAD) return "too short to be a sealed blob";
+  const size_t payload_len = in_len - SEAL_OVERHEAD;
+  uint8_t *payload = in + NONCE_BYTES + 1;
+  uint8_t flag = 0xff, final_block[16];
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  int n;
+  int ok = c && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, keys->enc_key, in) == 1 &&
+           (!aad || EVP_DecryptUpdate(c, NULL, &n, aad, 32) == 1) && EVP_DecryptUpdate(c, &flag, &n, in + NONCE_BYTES, 1) == 1;
+  uint8_t *to = flag == 0 && payload_len == dst_len ? dst : payload;
+  ok = ok && EVP_DecryptUpdate(c, to, &n, payload, (int)payload_len) == 1 &&
+       EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, in + in_len - TAG_BYTES) == 1 && EVP_DecryptFinal_ex(c, final_block, &n) == 1;
+  EVP_CIPHER_CTX_free(c);
+  if (!ok) return "authentication failed";
+  if (flag == 0) return to == dst ? NULL : "a raw blob has the wrong length";
+  if (flag != 1) return "unknown blob flag";
+  const size_t got = ZSTD_decompressDCtx(dctx(), dst, dst_len, payload, payload_len);
+  return ZSTD_isError(got) || got != dst_len ? "decompression failed or gave the wrong length" : NULL;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref args_ref;     // the arguments array: keys, sealed, layout, ids and out stay alive until settled
+  const Keys *keys;
+  uint8_t *sealed;       // decrypted over
+  size_t sealed_len;
+  const uint32_t *layout; // per blob: offset in sealed, sealed length, plaintext length, offset in out
+  size_t count;
+  const uint8_t *ids;    // per blob: its 32-byte id
+  bool bound;            // the ids are the blobs' associated data (format 3); else their HMAC ids are recomputed
+  uint8_t *out;          // the plaintexts land here, each at its own offset
+  size_t out_len;
+  size_t failed;         // the blob an error is about
+  bool mismatch;         // the error: a blob opened but is not the one its id names
+  const char *error;
+} RunOp;
+
+static void open_run(RunOp *op) {
+  for (size_t i = 0; i < op->count && !op->error; i++) {
+    const uint32_t *b = op->layout + 4 * i;
+    uint8_t *dst = op->out + b[3];
+    op->failed = i;
+    op->error = open_into(op->keys, op->sealed + b[0], b[1], op->bound ? op->ids + 32 * i : NULL, dst, b[2]);
+    if (!op->error && !op->bound) {
+      uint8_t id[32];
+      hmac_id(op->keys, dst, b[2], id);
+      if (memcmp(id, op->ids + 32 * i, 32) != 0) op->error = "does not match its id", op->mismatch = true;
+    }
+  }
+}
+
+static void run_execute(napi_env env, void *data) {
+  (void)env;
+  set_pool_priority(false);
+  open_run(data);
+}
+
+static napi_value run_error(napi_env env, const RunOp *op) {
+  napi_value msg, err, index, mismatch;
+  napi_create_string_utf8(env, op->error, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, NULL, msg, &err);
+  napi_create_uint32(env, (uint32_t)op->failed, &index);
+  napi_get_boolean(env, op->mismatch, &mismatch);
+  napi_set_named_property(env, err, "index", index);
+  napi_set_named_property(env, err, "mismatch", mismatch);
+  return err;
+}
+
+static void run_complete(napi_env env, napi_status status, void *data) {
+  RunOp *op = data;
+  if (status != napi_ok && !op->error) op->error = "cancelled";
+  if (op->error) napi_reject_deferred(env, op->deferred, run_error(env, op));
+  else {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, op->deferred, undefined);
+  }
+  napi_delete_reference(env, op->args_ref);
+  napi_delete_async_work(env, op->work);
+  free(op);
+}
+
+/** Reads openRun's arguments into op, checking that every blob lies inside `sealed` and every plaintext inside `out`. */
+static bool parse_run(napi_env env, napi_callback_info info, RunOp *op, napi_value *args) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_typedarray_type type;
+  size_t layout_len = 0, ids_len = 0;
+  void *data;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6) return false;
+  if (!(op->keys = get_keys(env, argv[0]))) return false;
+  if (napi_get_typedarray_info(env, argv[1], &type, &op->sealed_len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) return false;
+  op->sealed = data;
+  if (napi_get_typedarray_info(env, argv[2], &type, &layout_len, &data, NULL, NULL) != napi_ok || type != napi_uint32_array || layout_len % 4) return false;
+  op->layout = data;
+  op->count = layout_len / 4;
+  if (napi_get_typedarray_info(env, argv[3], &type, &ids_len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array || ids_len != 32 * op->count) return false;
+  op->ids = data;
+  if (napi_get_value_bool(env, argv[4], &op->bound) != napi_ok) return false;
+  if (napi_get_typedarray_info(env, argv[5], &type, &op->out_len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) return false;
+  op->out = data;
+  for (size_t i = 0; i < op->count; i++) {
+    const uint32_t *b = op->layout + 4 * i;
+    if ((uint64_t)b[0] + b[1] > op->sealed_len || b[1] > INT32_MAX || (uint64_t)b[3] + b[2] > op->out_len) return false;
+  }
+  if (napi_create_array_with_length(env, 6, args) != napi_ok) return false;
+  for (uint32_t i = 0; i < 6; i++) napi_set_element(env, *args, i, argv[i]);
+  return true;
+}
+
+static const char RUN_USAGE[] = "bunker-codec: openRun(keys, sealed, layout: Uint32Array [offset, length, plainLength, outOffset]..., ids: 32 bytes each, bound, out) with every blob inside sealed and every plaintext inside out";
+
+/**
+ * openRun(keys, sealed, layout, ids, bound, out) → Promise<void>: opens the blobs lying in `sealed`
+ * (a ranged read of a pack, which is decrypted over) into their places in `out`, in one pool trip. For a
+ * directory of small files one call replaces a call, a promise and an allocation per file. Rejects
+ * with an Error carrying `index` (the failing blob) and `mismatch` (it opened, but has another id).
+ */
+static napi_value open_run_async(napi_env env, napi_callback_info info) {
+  napi_value args, promise, name;
+  RunOp *op = calloc(1, sizeof(RunOp));
+  if (!op || !parse_run(env, info, op, &args)) {
+    free(op);
+    napi_throw_type_error(env, NULL, RUN_USAGE);
+    return NULL;
+  }
+  CHECK(napi_create_reference(env, args, 1, &op->args_ref));
+  CHECK(napi_create_promise(env, &op->deferred, &promise));
+  CHECK(napi_create_string_utf8(env, "bunker-codec", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, run_execute, run_complete, op, &op->work));
+  CHECK(napi_queue_async_work(env, op->work));
+  return promise;
+}
+
+/** openRunSync: the same on the calling thread (a run smaller than a pool round trip); throws instead of rejecting. */
+static napi_value open_run_sync(napi_env env, napi_callback_info info) {
+  napi_value args;
+  RunOp op = {0};
+  if (!parse_run(env, info, &op, &args)) {
+    napi_throw_type_error(env, NULL, RUN_USAGE);
+    return NULL;
+  }
+  open_run(&op);
+  if (op.error) napi_throw(env, run_error(env, &op));
+  return NULL;
+}
+
 // ---------- CRC-64/Jones, for the Redis engine ----------
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -1270,6 +1425,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"seal", NULL, seal_async, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, open_async, NULL, NULL, NULL, napi_default, NULL},
       {"openInPlace", NULL, open_in_place_async, NULL, NULL, NULL, napi_default, NULL},
+      {"openRun", NULL, open_run_async, NULL, NULL, NULL, napi_default, NULL},
+      {"openRunSync", NULL, open_run_sync, NULL, NULL, NULL, napi_default, NULL},
       {"sha256", NULL, sha256_async, NULL, NULL, NULL, napi_default, NULL},
       {"sealSync", NULL, seal_sync, NULL, NULL, NULL, napi_default, NULL},
       {"openSync", NULL, open_sync, NULL, NULL, NULL, napi_default, NULL},

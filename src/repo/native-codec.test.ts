@@ -182,3 +182,65 @@ describe('blobs bound to their ids (format 3)', () => {
     await expect(codec.seal(randomBytes(100), 3, '0'.repeat(63) + 'g')).rejects.toThrow(/bad arguments/);
   });
 });
+
+describe('a run of blobs opened with one call', () => {
+  /** Seals `blobs` back to back with gaps of junk between them, as a ranged read of a pack holds them. */
+  async function packOf(blobs: Buffer[], bound: boolean) {
+    const parts: Buffer[] = [];
+    const run: { offset: number; length: number; rawLength: number; id: string; at: number }[] = [];
+    let offset = 0;
+    let at = 0;
+    for (const [i, data] of blobs.entries()) {
+      const gap = randomBytes(i % 3 === 1 ? 50 : 0);
+      const { sealed } = await codec.seal(data, 3, bound ? hmac(data) : undefined);
+      parts.push(gap, sealed);
+      offset += gap.length;
+      run.push({ offset, length: sealed.length, rawLength: data.length, id: hmac(data), at });
+      offset += sealed.length;
+      at += data.length;
+    }
+    return { sealed: Buffer.concat(parts), run, total: at };
+  }
+  const mixed = () => [text(5000), randomBytes(3000), Buffer.alloc(0), text(200_000), randomBytes(1 << 20), text(17)];
+
+  it('puts each plaintext at its place in out, bound or with ids recomputed, on the pool and on the calling thread', async () => {
+    for (const bound of [true, false]) {
+      for (const blobs of [mixed(), [text(100)], [text(300), randomBytes(40)]]) {
+        const { sealed, run, total } = await packOf(blobs, bound);
+        // Placed in reverse order, so `at` is followed rather than the order in the pack.
+        let at = 0;
+        for (let i = run.length - 1; i >= 0; i--) (run[i]!.at = at), (at += blobs[i]!.length);
+        const out = Buffer.alloc(total, 0xee);
+        await codec.openRun(sealed, run, out, bound, (i) => `blob ${i}`);
+        expect(out.equals(Buffer.concat([...blobs].reverse()))).toBe(true);
+      }
+    }
+  });
+
+  it('names the blob that is damaged, or bound to another id, or whose plaintext is another blob', async () => {
+    const blobs = mixed();
+    const { sealed, run, total } = await packOf(blobs, true);
+    const flipped = Buffer.from(sealed);
+    flipped[run[3]!.offset + 40]! ^= 1;
+    await expect(codec.openRun(flipped, run, Buffer.alloc(total), true, (i) => `blob #${i}`)).rejects.toThrow(/blob #3 failed authentication/);
+    const wrongId = run.map((b, i) => (i === 4 ? { ...b, id: hmac(Buffer.from('other')) } : b));
+    await expect(codec.openRun(Buffer.from(sealed), wrongId, Buffer.alloc(total), true, (i) => `blob #${i}`)).rejects.toThrow(/blob #4 failed authentication/);
+    // Unbound (formats 1 and 2): the blob opens, but its recomputed id is not the one asked for.
+    const plain = await packOf(blobs, false);
+    const swapped = plain.run.map((b, i) => (i === 0 ? { ...b, id: hmac(Buffer.from('other')) } : b));
+    await expect(codec.openRun(plain.sealed, swapped, Buffer.alloc(plain.total), false, (i) => `blob #${i}`)).rejects.toThrow(/blob #0 does not match its id/);
+    // A wrong plaintext length, raw and compressed.
+    for (const k of [1, 3]) {
+      const again = await packOf(blobs, true);
+      const short = again.run.map((b, i) => (i === k ? { ...b, rawLength: b.rawLength - 1 } : b));
+      await expect(codec.openRun(again.sealed, short, Buffer.alloc(again.total), true, (i) => `blob #${i}`)).rejects.toThrow(new RegExp(`blob #${k} failed`));
+    }
+  });
+
+  it('refuses a layout that points outside the sealed bytes or the output', async () => {
+    const { sealed, run, total } = await packOf([text(6000), text(7000)], true);
+    const outside = run.map((b, i) => (i === 1 ? { ...b, length: b.length + 1 } : b));
+    await expect(codec.openRun(sealed, outside, Buffer.alloc(total), true, String)).rejects.toThrow(/every blob inside sealed/);
+    await expect(codec.openRun(sealed, run, Buffer.alloc(total - 1), true, String)).rejects.toThrow(/every plaintext inside out/);
+  });
+});

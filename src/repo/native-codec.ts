@@ -6,6 +6,7 @@
 import { availableParallelism } from 'node:os';
 import { BunkerError } from '../core/index.js';
 import { loadNativeAddon } from '../core/native-addon.js';
+import { corrupt } from './crypto.js';
 
 /** A blob's bytes: one buffer, or the pieces it spans in order (joined, when needed, on the pool). */
 export type Input = Uint8Array | readonly Uint8Array[];
@@ -49,6 +50,14 @@ interface CodecAddon {
     boundId?: string | null,
     hashPlain?: boolean,
   ): Promise<OpenResult | { offset: number; length: number; id?: string }>;
+  /**
+   * Opens the blobs lying in `sealed` (decrypted over) into `out`: layout holds each blob's [offset in
+   * sealed, sealed length, plaintext length, offset in out], ids its 32-byte id. Bound: the ids are the
+   * blobs' associated data (format 3); else their HMAC ids are recomputed and compared. Errors carry
+   * `index` (the blob) and `mismatch` (it opened but is another blob).
+   */
+  openRun(keys: KeysHandle, sealed: Uint8Array, layout: Uint32Array, ids: Uint8Array, bound: boolean, out: Uint8Array): Promise<void>;
+  openRunSync(keys: KeysHandle, sealed: Uint8Array, layout: Uint32Array, ids: Uint8Array, bound: boolean, out: Uint8Array): void;
   sha256(parts: Uint8Array[]): Promise<string>;
   sealSync(keys: KeysHandle, data: Input, level: number, boundId?: string | null): SealResult;
   openSync(keys: KeysHandle, sealed: Uint8Array, plainLength: number, boundId?: string | null, hashPlain?: boolean): OpenResult;
@@ -75,6 +84,15 @@ export interface OpenResult {
   plain: Buffer;
   /** HMAC id recomputed from the plaintext (when asked for); the caller compares it with the id it asked for. */
   id?: string;
+}
+
+/** One blob of a run: where it lies in the run's sealed bytes, its plaintext length, its id, and where its plaintext goes. */
+export interface RunBlob {
+  offset: number;
+  length: number;
+  rawLength: number;
+  id: string;
+  at: number;
 }
 
 export interface OpenOptions {
@@ -190,6 +208,39 @@ export class NativeCodec {
         cause: err,
         hint: 'Run `bunker repo:check --read-data` to list every damaged object.',
         details: { object: what },
+      });
+    }
+  }
+
+  /**
+   * Opens blobs lying in `sealed` (one ranged read of a pack, given up: it is decrypted over), each
+   * into `out` at its `at`, with one pool trip for all of them.
+   * Bound: the blobs were sealed with their ids (format 3). `what(i)` names blob i in errors. When this
+   * settles, nothing writes to `out` any more, whatever the outcome.
+   */
+  async openRun(sealed: Uint8Array, blobs: readonly RunBlob[], out: Uint8Array, bound: boolean, what: (i: number) => string): Promise<void> {
+    const layout = new Uint32Array(blobs.length * 4);
+    const ids = Buffer.allocUnsafe(blobs.length * 32);
+    for (let i = 0; i < blobs.length; i++) {
+      const b = blobs[i]!;
+      layout[i * 4] = b.offset;
+      layout[i * 4 + 1] = b.length;
+      layout[i * 4 + 2] = b.rawLength;
+      layout[i * 4 + 3] = b.at;
+      ids.write(b.id, i * 32, 32, 'hex');
+    }
+    try {
+      if (sealed.length < SYNC_BYTES && !this.closed) this.addon.openRunSync(this.keys, sealed, layout, ids, bound, out);
+      else await this.run(() => this.addon.openRun(this.keys, sealed, layout, ids, bound, out));
+    } catch (err) {
+      const e = err as Error & { index?: number; mismatch?: boolean };
+      if (err instanceof BunkerError || typeof e.index !== 'number') throw err;
+      const name = what(e.index);
+      if (e.mismatch) throw corrupt(`${name} does not match its id`, name);
+      throw new BunkerError('corrupt', `${name} failed authentication or decompression (damaged or modified)`, {
+        cause: err,
+        hint: 'Run `bunker repo:check --read-data` to list every damaged object.',
+        details: { object: name },
       });
     }
   }

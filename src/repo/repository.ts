@@ -135,6 +135,8 @@ const INBOX_BYTES = 2 * 1024 * 1024;
 const READ_AHEAD_BYTES = 12 * 1024 * 1024;
 /** Longest ranged read readStream() merges consecutive blobs into. */
 const MAX_RUN_BYTES = 4 * 1024 * 1024;
+/** readInto() reads over gaps up to this long between the blobs it needs, rather than read twice. */
+const MAX_GAP_BYTES = 64 * 1024;
 
 export function packName(id: string): string {
   return `data/${id.slice(0, 2)}/${id}`;
@@ -622,6 +624,74 @@ export class BunkerRepository implements Repository {
   }
 
   /**
+   * The run of blobs starting at ids[from]: consecutive ids whose blobs lie back to back in one pack,
+   * at most MAX_RUN_BYTES, which one ranged read fetches. `end`: the pack offset after the last.
+   */
+  private async nextRun(ids: readonly BlobId[], from: number): Promise<{ run: { id: BlobId; entry: IndexEntry }[]; end: number }> {
+    const first = await this.entryFor(ids[from]!);
+    const run = [{ id: ids[from]!, entry: first }];
+    let end = first.offset + first.length;
+    for (let i = from + 1; i < ids.length && end - first.offset < MAX_RUN_BYTES; i++) {
+      const entry = this.index.get(ids[i]!);
+      if (!entry || entry.pack !== first.pack || entry.offset !== end) break;
+      run.push({ id: ids[i]!, entry });
+      end += entry.length;
+    }
+    return { run, end };
+  }
+
+  /**
+   * Reads a stream into `out` (exactly ref.size bytes). Its blobs are fetched in the order they lie in
+   * the packs, not the stream's: blobs near each other in a pack (within MAX_GAP_BYTES) are fetched
+   * with one ranged read and opened with one codec call, each straight into its place in `out`. For
+   * many small blobs (a directory's small files, which a backup stores in the order their reads
+   * finish) this costs a call per run instead of a call, a promise and an allocation per blob.
+   * Settles only when nothing writes to `out` any more, so the caller may reuse it either way.
+   */
+  async readInto(ref: StreamRef, out: Buffer): Promise<void> {
+    const ids = validateRef(ref);
+    if (out.length !== ref.size) throw new BunkerError('internal', `readInto: the buffer is ${out.length} bytes, the stream ${ref.size}`);
+    // Where each blob goes; a blob the stream holds more than once is opened once, then copied.
+    const places = new Map<BlobId, { id: BlobId; entry: IndexEntry; at: number; copies: number[] }>();
+    let at = 0;
+    for (const id of ids) {
+      const entry = this.index.get(id) ?? (await this.entryFor(id));
+      const place = places.get(id);
+      if (place) place.copies.push(at);
+      else places.set(id, { id, entry, at, copies: [] });
+      at += entry.rawLength;
+    }
+    if (at !== ref.size) {
+      throw new BunkerError('corrupt', `stream is ${at} bytes, but its reference says ${ref.size}`, {
+        hint: 'The snapshot manifest and the stored chunks disagree: run `bunker repo:check`.',
+      });
+    }
+    const sorted = [...places.values()].sort((a, b) => (a.entry.pack === b.entry.pack ? a.entry.offset - b.entry.offset : a.entry.pack < b.entry.pack ? -1 : 1));
+    const opens: Promise<void>[] = [];
+    for (let i = 0; i < sorted.length; ) {
+      const first = sorted[i]!.entry;
+      let end = first.offset + first.length;
+      let j = i + 1;
+      for (; j < sorted.length; j++) {
+        const e = sorted[j]!.entry;
+        if (e.pack !== first.pack || e.offset < end || e.offset - end > MAX_GAP_BYTES || e.offset + e.length - first.offset > MAX_RUN_BYTES) break;
+        end = e.offset + e.length;
+      }
+      const run = sorted.slice(i, j).map((p) => ({ id: p.id, offset: p.entry.offset - first.offset, length: p.entry.length, rawLength: p.entry.rawLength, at: p.at }));
+      i = j;
+      const name = packName(first.pack);
+      opens.push(
+        this.readPackRange(first, first.offset, end - first.offset, run[0]!.id).then((sealed) =>
+          this.codec.openRun(sealed, run, out, this.bindsIds, (k) => `blob ${run[k]!.id} in pack ${name}`),
+        ),
+      );
+    }
+    const failed = (await Promise.allSettled(opens)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    for (const place of places.values()) for (const to of place.copies) out.copy(out, to, place.at, place.at + place.entry.rawLength);
+  }
+
+  /**
    * Streams the chunks back in order. Blobs that lie back to back in one pack (the usual case: a stream
    * is written in order) are fetched with one ranged read, and reads and decryption run ahead of the
    * consumer by up to READ_AHEAD_BYTES of plaintext, so storage and both cores stay busy.
@@ -635,20 +705,10 @@ export class BunkerRepository implements Repository {
       let next = 0;
       let total = 0;
       const scheduleRun = async () => {
-        // A run: consecutive ids whose blobs are contiguous in one pack, at most MAX_RUN_BYTES.
-        const firstId = ids[next]!;
-        const first = await self.entryFor(firstId);
-        const run: { id: BlobId; entry: IndexEntry }[] = [{ id: firstId, entry: first }];
-        let end = first.offset + first.length;
-        next++;
-        while (next < ids.length && end - first.offset < MAX_RUN_BYTES) {
-          const entry = self.index.get(ids[next]!);
-          if (!entry || entry.pack !== first.pack || entry.offset !== end) break;
-          run.push({ id: ids[next]!, entry });
-          end += entry.length;
-          next++;
-        }
-        const body = self.readPackRange(first, first.offset, end - first.offset, firstId);
+        const { run, end } = await self.nextRun(ids, next);
+        next += run.length;
+        const first = run[0]!.entry;
+        const body = self.readPackRange(first, first.offset, end - first.offset, run[0]!.id);
         body.catch(() => {}); // observed through each blob's promise
         for (const { id, entry } of run) {
           const rel = entry.offset - first.offset;

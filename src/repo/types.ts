@@ -57,6 +57,8 @@ export interface RepoReader {
   readStream(ref: StreamRef, options?: { highWaterMark?: number }): Readable;
   /** Reads a whole stored stream into memory; only for small streams (trees, manifests, small files). */
   readBuffer(ref: StreamRef): Promise<Buffer>;
+  /** Reads a stream into `out` (exactly ref.size bytes), verified; settles only once nothing writes to `out`. */
+  readInto(ref: StreamRef, out: Buffer): Promise<void>;
   getTree(id: BlobId): Promise<Buffer>;
 }
 

@@ -75,6 +75,12 @@ export class MemoryRepo implements RepoWriter, RepoReader {
     return Buffer.concat(ref.chunks.map((id) => this.blobs.get(id)!));
   }
 
+  async readInto(ref: StreamRef, out: Buffer): Promise<void> {
+    const data = await this.readBuffer(ref);
+    if (data.length !== out.length) throw new Error(`stream is ${data.length} bytes, the buffer ${out.length}`);
+    data.copy(out);
+  }
+
   async getTree(id: BlobId): Promise<Buffer> {
     const blob = this.blobs.get(id);
     if (!blob) throw new Error(`tree ${id} missing`);

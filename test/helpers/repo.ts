@@ -17,11 +17,11 @@ export interface TestRepo {
   cleanup(): Promise<void>;
 }
 
-export async function createTestRepo(options: { compressionLevel?: number } = {}): Promise<TestRepo> {
+export async function createTestRepo(options: { compressionLevel?: number; packSize?: number } = {}): Promise<TestRepo> {
   const dir = await mkdtemp(join(tmpdir(), 'bunker-repo-'));
   const password = 'test-password-' + Math.random().toString(36).slice(2);
   const storage = new FsBackend(dir);
-  const repo = await initRepository({ storage, password, kdf: 'fast', compressionLevel: options.compressionLevel });
+  const repo = await initRepository({ storage, password, kdf: 'fast', compressionLevel: options.compressionLevel, packSize: options.packSize });
   const handles: Repository[] = [repo];
   return {
     repo,

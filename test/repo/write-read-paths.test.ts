@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { openRepository } from '../../src/repo/index.js';
-import type { StorageBackend } from '../../src/storage/index.js';
+import { FsBackend, type StorageBackend } from '../../src/storage/index.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
 import type { StreamRef } from '../../src/repo/types.js';
 
@@ -159,4 +159,59 @@ describe('packs of many small blobs', () => {
     for (const { data, ref } of items) expect((await again.readBuffer(ref)).equals(data)).toBe(true);
     expect((await again.check({ readData: true })).errors).toEqual([]);
   });
+});
+
+describe('readInto: many small blobs read in pack order', () => {
+  /** All pack files of the test repository. */
+  async function packFiles(dir: string): Promise<string[]> {
+    const dirs = await readdir(join(dir, 'data'));
+    return (await Promise.all(dirs.map(async (d) => (await readdir(join(dir, 'data', d))).map((f) => join(dir, 'data', d, f))))).flat();
+  }
+
+  it('fills the buffer in the stream\'s order from blobs stored out of order, across packs, with repeats and gaps', async () => {
+    t = await createTestRepo({ packSize: 256 * 1024 });
+    // Stored concurrently, so they land in the packs in the order their sealing finished.
+    const files = Array.from({ length: 3000 }, (_, i) => (i % 7 === 0 ? randomBytes(200 + i) : Buffer.from(`row ${i};`.repeat(50 + (i % 400)))));
+    const refs = await Promise.all(files.map((f) => t!.repo.storeBuffer(f)));
+    await t.repo.flush();
+    const again = await t.reopen();
+    // A "directory": every third file, in reverse, with one file twice and an empty one.
+    const picked = files.map((_, i) => i).filter((i) => i % 3 === 0).reverse();
+    picked.splice(5, 0, picked[20]!);
+    const empty = await t.repo.storeBuffer(Buffer.alloc(0));
+    const ref = { size: 0, chunks: [] as string[] };
+    for (const i of [...picked.slice(0, 10), -1, ...picked.slice(10)]) {
+      const r = i < 0 ? empty : refs[i]!;
+      ref.size += r.size;
+      ref.chunks.push(...r.chunks);
+    }
+    const out = Buffer.alloc(ref.size, 0xee);
+    await again.readInto(ref, out);
+    const expected = Buffer.concat([...picked.slice(0, 10).map((i) => files[i]!), Buffer.alloc(0), ...picked.slice(10).map((i) => files[i]!)]);
+    expect(out.equals(expected)).toBe(true);
+    expect((await packFiles(t.dir)).length).toBeGreaterThan(3);
+    // A reference that claims another size is refused before anything is read.
+    await expect(again.readInto({ ...ref, size: ref.size + 1 }, Buffer.alloc(ref.size + 1))).rejects.toThrow(/stream is \d+ bytes, but its reference says/);
+  }, 60_000);
+
+  it('names the damaged blob, and reports a missing pack, after every read into the buffer has settled', async () => {
+    t = await createTestRepo();
+    const files = Array.from({ length: 400 }, (_, i) => Buffer.from(`line ${i}\n`.repeat(300)));
+    const refs = [];
+    for (const f of files) refs.push(await t.repo.storeBuffer(f));
+    await t.repo.flush();
+    const ref = { size: refs.reduce((n, r) => n + r.size, 0), chunks: refs.flatMap((r) => r.chunks) };
+    const [pack] = await packFiles(t.dir);
+    const { readFile, rm } = await import('node:fs/promises');
+    const body = await readFile(pack!);
+    body[Math.floor(body.length / 4)]! ^= 0x01; // among the blobs (the header is at the end)
+    await writeFile(pack!, body);
+    const again = await t.reopen();
+    await expect(again.readInto(ref, Buffer.alloc(ref.size))).rejects.toThrow(/blob [0-9a-f]{64} in pack data\/.+ failed authentication/);
+    await rm(pack!);
+    // A new backend: the old one keeps the pack it already opened.
+    const third = await openRepository({ storage: new FsBackend(t.dir), password: t.password });
+    await expect(third.readInto(ref, Buffer.alloc(ref.size))).rejects.toThrow(/pack data\/.+ \(holding blob [0-9a-f]{64}\) is missing/);
+    await third.close();
+  }, 60_000);
 });

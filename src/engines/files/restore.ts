@@ -299,6 +299,7 @@ export class FilesRestoreSession implements RestoreSession {
       } catch (err) {
         throw batchError(err, dir, files);
       }
+      for (const part of parts) batchBuffers.give(part);
       this.count(size);
     }
   }
@@ -674,15 +675,35 @@ class BatchReader {
     if (batch.parts) return batch.parts;
     const { files, size } = batch;
     batch.parts = (async () => {
-      const parts: Buffer[] = [];
-      if (size === 0) return parts;
-      // readStream() checks the total against `size`: each file's bytes follow the previous file's.
-      for await (const part of this.repo.readStream({ size, chunks: files.flatMap((f) => f.content?.chunks ?? []) }, ONE_BLOB)) parts.push(part as Buffer);
-      return parts;
+      if (size === 0) return [];
+      // Each file's bytes follow the previous file's; readInto() checks the total against `size`.
+      const out = batchBuffers.take(size);
+      await this.repo.readInto({ size, chunks: files.flatMap((f) => f.content?.chunks ?? []) }, out);
+      return [out];
     })();
     return batch.parts;
   }
 }
+
+/**
+ * Buffers for batches, reused: a restore reads a mount's small files (hundreds of MB) through them, and
+ * a fresh allocation per batch is external memory that brings on a full GC every 64 MB.
+ */
+class BatchBuffers {
+  private readonly free: Buffer[] = [];
+
+  take(size: number): Buffer {
+    return (this.free.pop() ?? Buffer.allocUnsafeSlow(BATCH_BYTES)).subarray(0, size);
+  }
+
+  /** Hands back a buffer from take() that nothing reads or writes any more. */
+  give(buf: Buffer): void {
+    if (this.free.length < KEPT_BATCH_BUFFERS && buf.buffer.byteLength === BATCH_BYTES) this.free.push(Buffer.from(buf.buffer, buf.byteOffset, BATCH_BYTES));
+  }
+}
+
+const KEPT_BATCH_BUFFERS = 16;
+const batchBuffers = new BatchBuffers();
 
 /** The error of a failed writeFiles() batch, naming the file (or directory) it failed on, like Node's fs errors. */
 function batchError(err: unknown, dir: Buffer, files: TreeEntry[]): unknown {
