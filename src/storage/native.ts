@@ -3,7 +3,7 @@ import { loadNativeAddon } from '../core/native-addon.js';
 
 export interface NativeStorageFs {
   /**
-   * On the thread pool, in one trip: creates `temp` (O_EXCL, mode 0600; with O_DIRECT when `direct`
+   * On the addon's device threads (not libuv's pool), in one trip: creates `temp` (O_EXCL, mode 0600; with O_DIRECT when `direct`
    * and the file system allows it), writes the parts in order, fsyncs, renames it to `final` and
    * fsyncs `dir`. On failure the temp file is removed and the error carries .code and .syscall.
    */

@@ -66,3 +66,47 @@ describe.each(places)('writeAt on $label', ({ root }) => {
     expect(back.equals(data)).toBe(true);
   });
 });
+
+describe('writes that wait for the device run on threads of their own', () => {
+  it('writeAt and writeObject finish while every thread of libuv\'s pool is blocked', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { open: openAsync } = await import('node:fs/promises');
+    const { nativeStorageFs } = await import('../../src/storage/native.js');
+    const dir = mkdtempSync(join(tmpdir(), 'bunker-device-threads-'));
+    dirs.push(dir);
+    // Opening a FIFO for reading blocks its thread until a writer comes: more of them than the pool has threads.
+    const fifos = Array.from({ length: 16 }, (_, i) => join(dir, `fifo-${i}`));
+    for (const f of fifos) execFileSync('mkfifo', [f]);
+    const blocked = fifos.map((f) => openAsync(f, 'r'));
+    try {
+      const data = randomBytes(3 * BLOCK + 5);
+      const path = join(dir, 'file');
+      const fd = openSync(path, FS.O_WRONLY | FS.O_CREAT | FS.O_EXCL, 0o600);
+      const deadline = (what: string) => new Promise((_, reject) => setTimeout(() => reject(new Error(`${what} waited for the blocked pool`)), 5000).unref());
+      await Promise.race([nativeFs().writeAt(fd, [data], 0, true), deadline('writeAt')]);
+      closeSync(fd);
+      expect(readFileSync(path).equals(data)).toBe(true);
+      const object = join(dir, 'object');
+      await Promise.race([nativeStorageFs().writeObject(Buffer.from(join(dir, 'object.tmp')), Buffer.from(object), Buffer.from(dir), [data], false), deadline('writeObject')]);
+      expect(readFileSync(object).equals(data)).toBe(true);
+    } finally {
+      // A writer for each FIFO releases the pool; a FIFO whose open has not started yet has no reader
+      // (ENXIO) until a thread frees up.
+      const waiting = new Set(fifos);
+      const writers: number[] = [];
+      while (waiting.size > 0) {
+        for (const f of [...waiting]) {
+          try {
+            writers.push(openSync(f, FS.O_WRONLY | FS.O_NONBLOCK));
+            waiting.delete(f);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
+          }
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      for (const handle of await Promise.all(blocked)) await handle.close();
+      writers.forEach((w) => closeSync(w));
+    }
+  });
+});

@@ -25,7 +25,8 @@ export interface NativeFs {
    */
   writeFiles(dir: Buffer, names: Buffer, parts: readonly Buffer[], meta: Uint32Array, mtimes: BigInt64Array): Promise<void>;
   /**
-   * Writes the parts at `position` on the thread pool. On a descriptor opened with O_DIRECT (position
+   * Writes the parts at `position` on the addon's device threads (not libuv's pool, which the codec
+   * needs while a write waits for the disk). On a descriptor opened with O_DIRECT (position
    * then a multiple of 4096) they go through an aligned buffer instead of the page cache, and only
    * whole 4 KiB blocks are written, unless `final`, which pads the last block and cuts the file back
    * to its length; resolves to the bytes written (the caller passes the rest again next time). If the
