@@ -178,7 +178,7 @@ function validateUnit(
     const known = ENGINES.filter((e) => e.kind === kind).map((e) => e.type).join(', ');
     throw configError(file, [...path, 'type'], `unknown ${kind} type "${type}"; known types: ${known}`);
   }
-  const result = engine.configSchema.safeParse(rest);
+  const result = engine.configSchema(z).safeParse(rest);
   if (!result.success) throw schemaError(result.error.issues, file, path);
   return { name, type: engine.type, kind, config: result.data };
 }

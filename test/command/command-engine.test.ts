@@ -1,5 +1,6 @@
 // command engine: real tools (cat, tar, gzip, sqlite3) through a real repository, and every way a
 // command can fail.
+import { z } from 'zod';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,12 +33,12 @@ function envDir(name: string): EngineEnv {
 }
 
 async function backup(env: EngineEnv, config: CommandConfig, signal = new AbortController().signal): Promise<ServiceArtifact> {
-  const engine = commandEngine.create('svc', commandEngine.configSchema.parse(config), env);
+  const engine = commandEngine.create('svc', commandEngine.configSchema(z).parse(config), env);
   return runBackup(await engine.openBackup({ repo: testRepo.repo, log: env.log, progress: () => {}, signal, mode: 'live' }));
 }
 
 async function restore(env: EngineEnv, config: CommandConfig, artifact: ServiceArtifact, log: Logger = silentLogger): Promise<void> {
-  const engine = commandEngine.create('svc', commandEngine.configSchema.parse(config), env);
+  const engine = commandEngine.create('svc', commandEngine.configSchema(z).parse(config), env);
   await runRestore(await engine.openRestore({ repo: testRepo.repo, log, progress: () => {}, signal: new AbortController().signal, options: {} }, artifact));
 }
 
@@ -221,7 +222,7 @@ describe('command engine failures', () => {
   });
 
   it('validates its configuration', () => {
-    const parse = (c: unknown) => commandEngine.configSchema.safeParse(c).success;
+    const parse = (c: unknown) => commandEngine.configSchema(z).safeParse(c).success;
     expect(parse({ backup: 'a', restore: 'b' })).toBe(true);
     expect(parse({ backup: 'a', restore: 'b', timeout: 30 })).toBe(true);
     expect(parse({ backup: 'a', restore: 'b', timeout: '2h' })).toBe(true);

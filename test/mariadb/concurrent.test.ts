@@ -3,6 +3,7 @@
 // table still has exactly its prepared row count (its delete+insert pairs are atomic), and
 // a - b balances match the transfer log exactly, though the three tables were copied on different
 // connections.
+import { z } from 'zod';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/core/log.js';
@@ -78,7 +79,7 @@ describe('mariadb backup under concurrent writes', () => {
     await new Promise((r) => setTimeout(r, 1500));
 
     const engine = (url: string) =>
-      mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url, jobs: 3 }), { configDir: '/tmp', stateDir: '/tmp', log: silentLogger });
+      mariadbEngine.create('db', mariadbEngine.configSchema(z).parse({ url, jobs: 3 }), { configDir: '/tmp', stateDir: '/tmp', log: silentLogger });
     const before = transfersDone;
     const artifact = await runBackup(
       await engine(urlFor(db)).openBackup({ repo: repo.repo, log: silentLogger, progress: () => {}, signal: new AbortController().signal, mode: 'live' }),

@@ -1,5 +1,6 @@
 // Shared by the MariaDB tests: unique scratch databases, the Sakila loader, and a fingerprint of a
 // database (SHOW CREATE of every object plus an ordered hash of every table's rows) to compare.
+import { z } from 'zod';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise';
@@ -19,7 +20,7 @@ export function urlFor(db: string): string {
 
 /** The mariadb engine for database `db` on the test server (plus config such as `jobs`), logging nothing. */
 export function engineFor(db: string, config: Record<string, unknown> = {}): Engine {
-  return mariadbEngine.create('db', mariadbEngine.configSchema.parse({ url: urlFor(db), ...config }), {
+  return mariadbEngine.create('db', mariadbEngine.configSchema(z).parse({ url: urlFor(db), ...config }), {
     configDir: '/tmp',
     stateDir: '/tmp',
     log: silentLogger,

@@ -3,6 +3,7 @@
 // recoverInterruptedRestores) then leaves every object wholly old or wholly new, and no shadow
 // databases. A kill past the commit's point of no return is rolled forward, so "old tables" can
 // recover to "new".
+import { z } from 'zod';
 import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -91,7 +92,7 @@ beforeAll(async () => {
   await loadSakila(db);
   fresh = await fingerprint(db);
   const session = await mariadbEngine
-    .create('db', mariadbEngine.configSchema.parse({ url: urlFor(db) }), { configDir: '/tmp', stateDir: '/tmp', log: silentLogger })
+    .create('db', mariadbEngine.configSchema(z).parse({ url: urlFor(db) }), { configDir: '/tmp', stateDir: '/tmp', log: silentLogger })
     .openBackup({ repo: repo.repo, log: silentLogger, progress: () => {}, signal: new AbortController().signal, mode: 'live' });
   const artifact = await runBackup(session);
   await repo.repo.flush();

@@ -1,5 +1,6 @@
 // A restore SIGKILLed at random points (and at each phase boundary) leaves the target database either
 // the old one, intact and accepting connections, or the restored one; the next restore cleans up.
+import { z } from 'zod';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +23,7 @@ const [repoDir, password, artifactFile, url, stateDir] = process.argv.slice(2);
 const repo = await openRepository({ storage: new FsBackend(repoDir), password });
 const artifact = JSON.parse(readFileSync(artifactFile, 'utf8'));
 const log = createLogger((_l, line) => process.stdout.write(line + '\\n'), 'debug');
-const engine = postgresqlEngine.create('db', postgresqlEngine.configSchema.parse({ url }), { configDir: stateDir, stateDir, log });
+const engine = postgresqlEngine.create('db', postgresqlEngine.configSchema(z).parse({ url }), { configDir: stateDir, stateDir, log });
 const session = await engine.openRestore({ repo, log, progress() {}, signal: new AbortController().signal, options: {} }, artifact);
 await runRestore(session);
 process.stdout.write('RESTORE DONE\\n');

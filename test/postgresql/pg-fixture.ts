@@ -1,6 +1,7 @@
 // Helpers for the PostgreSQL engine tests: scratch databases on the real server, a fingerprint that
 // two databases share only when their schema, rows, sequence positions and large objects are equal,
 // and a one-call backup/restore through the engine contract.
+import { z } from 'zod';
 import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -101,7 +102,7 @@ export function testLogger(lines?: string[]): Logger {
 }
 
 export function engineFor(db: string, extra: Record<string, unknown> = {}, log: Logger = testLogger()): Engine {
-  const config = postgresqlEngine.configSchema.parse({ url: `${PG_BASE}/${db}`, ...extra });
+  const config = postgresqlEngine.configSchema(z).parse({ url: `${PG_BASE}/${db}`, ...extra });
   const stateDir = mkdtempSync(join(tmpdir(), 'bunker-pg-state-'));
   return postgresqlEngine.create('db', config, { configDir: stateDir, stateDir, log });
 }

@@ -1,6 +1,7 @@
 // The settings a backup changes for the moment of the fork (repl-diskless-sync-delay, rdbcompression):
 // what the snapshot looks like with and without LZF, that both restore, and that the server gets its
 // own values back after success and after failure.
+import { z } from 'zod';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isBunkerError } from '../../src/core/errors.js';
@@ -14,7 +15,7 @@ import { backupCtx, client, dumpDb, restore, startThrowaway, type Throwaway } fr
 const COMPRESSIBLE = 'v'.repeat(600);
 
 function backupWith(t: TestRepo, url: string, rdbcompression?: 'off' | 'server') {
-  const config = redisEngine.configSchema.parse(rdbcompression ? { url, rdbcompression } : { url });
+  const config = redisEngine.configSchema(z).parse(rdbcompression ? { url, rdbcompression } : { url });
   const engine = redisEngine.create('cache', config, { configDir: '/tmp', stateDir: '/tmp', log: silentLogger });
   return engine.openBackup(backupCtx(t.repo)).then((s) => runBackup(s));
 }

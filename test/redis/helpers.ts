@@ -1,5 +1,6 @@
 // Shared pieces of the redis engine tests: contexts, a throwaway redis-server, and a full logical
 // dump of a db (values, encodings, expiry in ms) to compare a restore with its source.
+import { z } from 'zod';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,7 +24,7 @@ export function restoreCtx(repo: Repository): RestoreContext {
 }
 
 export function engine(url: string, spare_db?: number) {
-  const config = redisEngine.configSchema.parse(spare_db === undefined ? { url } : { url, spare_db });
+  const config = redisEngine.configSchema(z).parse(spare_db === undefined ? { url } : { url, spare_db });
   return redisEngine.create('cache', config, { configDir: '/tmp', stateDir: '/tmp', log: silentLogger });
 }
 

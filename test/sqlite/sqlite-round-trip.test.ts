@@ -1,4 +1,5 @@
 // sqlite engine: round trips through a real repository, backups under a live writer, bad inputs.
+import { z } from 'zod';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
@@ -274,10 +275,10 @@ async function expectBunkerError(promise: Promise<unknown>, code: string, messag
 
 describe('sqlite bad input', () => {
   it('rejects a config without a path, or with unknown keys', () => {
-    expect(sqliteEngine.configSchema.safeParse({}).success).toBe(false);
-    expect(sqliteEngine.configSchema.safeParse({ path: '' }).success).toBe(false);
-    expect(sqliteEngine.configSchema.safeParse({ path: 'a.db', url: 'x' }).success).toBe(false);
-    expect(sqliteEngine.configSchema.safeParse({ path: 'a.db' }).success).toBe(true);
+    expect(sqliteEngine.configSchema(z).safeParse({}).success).toBe(false);
+    expect(sqliteEngine.configSchema(z).safeParse({ path: '' }).success).toBe(false);
+    expect(sqliteEngine.configSchema(z).safeParse({ path: 'a.db', url: 'x' }).success).toBe(false);
+    expect(sqliteEngine.configSchema(z).safeParse({ path: 'a.db' }).success).toBe(true);
   });
 
   it('says when the database file is missing', async () => {

@@ -2,7 +2,7 @@
 // and a restore command that reads stdin (mongodump --archive / mongorestore --archive, tar, ...).
 // Design and its limits (no cross-service consistency, no atomic restore): docs/design/engine-sqlite-and-command.md.
 import { stat } from 'node:fs/promises';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { BunkerError } from '../../core/errors.js';
 import type { ServiceArtifact } from '../../repo/types.js';
 import type { BackupContext, Engine, EngineDescriptor, EngineEnv, ProbeResult, RestoreContext } from '../engine.js';
@@ -13,19 +13,20 @@ import { RunningCommand, type CommandSpec } from './run-command.js';
 const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/;
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 
-export const commandConfigSchema = z.strictObject({
-  /** Writes the service's data to stdout. Runs with `shell -c`, in the folder of bunker.yaml. */
-  backup: z.string().trim().min(1, 'backup must be a command that writes the data to stdout'),
-  /** Reads what `backup` wrote from stdin and loads it into the service. */
-  restore: z.string().trim().min(1, 'restore must be a command that reads the data from stdin'),
-  /** The shell that runs both commands (default /bin/sh). */
-  shell: z.string().min(1).optional(),
-  /** Limit for each command run: seconds, or a duration such as "90s", "30m", "2h". No limit when absent. */
-  timeout: z
-    .union([z.number().positive(), z.string().regex(DURATION, 'timeout must be seconds or a duration like "90s", "30m", "2h"')])
-    .optional(),
-});
-export type CommandConfig = z.infer<typeof commandConfigSchema>;
+export const commandConfigSchema = (zod: typeof z) =>
+  zod.strictObject({
+    /** Writes the service's data to stdout. Runs with `shell -c`, in the folder of bunker.yaml. */
+    backup: zod.string().trim().min(1, 'backup must be a command that writes the data to stdout'),
+    /** Reads what `backup` wrote from stdin and loads it into the service. */
+    restore: zod.string().trim().min(1, 'restore must be a command that reads the data from stdin'),
+    /** The shell that runs both commands (default /bin/sh). */
+    shell: zod.string().min(1).optional(),
+    /** Limit for each command run: seconds, or a duration such as "90s", "30m", "2h". No limit when absent. */
+    timeout: zod
+      .union([zod.number().positive(), zod.string().regex(DURATION, 'timeout must be seconds or a duration like "90s", "30m", "2h"')])
+      .optional(),
+  });
+export type CommandConfig = z.infer<ReturnType<typeof commandConfigSchema>>;
 
 export function timeoutMs(value: CommandConfig['timeout']): number | undefined {
   if (value === undefined) return undefined;

@@ -4,7 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import { release } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { BunkerError } from '../../core/errors.js';
 import type { EngineDescriptor } from '../engine.js';
 import { FILES_FORMAT, FilesBackupSession } from './backup.js';
@@ -13,14 +13,15 @@ import { FilesRestoreSession } from './restore.js';
 
 export { removeStaleStaging } from './restore.js';
 
-const configSchema = z.object({
-  /** The directory, relative to the folder holding bunker.yaml (absolute paths are accepted too). */
-  path: z.string().min(1),
-  /** gitignore-like patterns relative to the mount: "*.tmp", "cache/**", "/top-level-only". */
-  exclude: z.array(z.string().min(1)).optional(),
-});
+const configSchema = (zod: typeof z) =>
+  zod.object({
+    /** The directory, relative to the folder holding bunker.yaml (absolute paths are accepted too). */
+    path: zod.string().min(1),
+    /** gitignore-like patterns relative to the mount: "*.tmp", "cache/**", "/top-level-only". */
+    exclude: zod.array(zod.string().min(1)).optional(),
+  });
 
-export type FilesConfig = z.infer<typeof configSchema>;
+export type FilesConfig = z.infer<ReturnType<typeof configSchema>>;
 
 export const filesEngine: EngineDescriptor<FilesConfig> = {
   type: 'files',

@@ -2,7 +2,7 @@
 // LOAD DATA form) and all-or-nothing restore through a shadow database and one RENAME TABLE.
 // docs/design/engine-mariadb.md explains the choices.
 import { availableParallelism } from 'node:os';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { Connection, RowDataPacket } from 'mysql2/promise';
 import type { Engine, EngineDescriptor, ProbeResult } from '../engine.js';
 import type { Logger } from '../../core/log.js';
@@ -17,23 +17,24 @@ export async function recoverTarget(target: Target, log: Logger): Promise<void> 
   return (await import('./restore.js')).recoverTarget(target, log);
 }
 
-export const mariadbConfigSchema = z
-  .object({
-    /** mysql://user:password@host:3306/database (mariadb:// also accepted; ?socket=/path for a Unix socket). */
-    url: z.string().min(1, 'url is required'),
-    /** Parallel connections for dumping and loading tables. */
-    jobs: z.number().int().min(1).max(64).optional(),
-  })
-  .strict()
-  .superRefine((c, ctx) => {
-    try {
-      parseUrl(c.url);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', path: ['url'], message: (err as Error).message });
-    }
-  });
+export const mariadbConfigSchema = (zod: typeof z) =>
+  zod
+    .object({
+      /** mysql://user:password@host:3306/database (mariadb:// also accepted; ?socket=/path for a Unix socket). */
+      url: zod.string().min(1, 'url is required'),
+      /** Parallel connections for dumping and loading tables. */
+      jobs: zod.number().int().min(1).max(64).optional(),
+    })
+    .strict()
+    .superRefine((c, ctx) => {
+      try {
+        parseUrl(c.url);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', path: ['url'], message: (err as Error).message });
+      }
+    });
 
-export type MariadbConfig = z.infer<typeof mariadbConfigSchema>;
+export type MariadbConfig = z.infer<ReturnType<typeof mariadbConfigSchema>>;
 
 /**
  * Four connections by default, whatever this machine's CPU count: the work is mostly the server's

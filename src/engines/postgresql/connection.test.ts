@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { describe, expect, it } from 'vitest';
 import { isBunkerError } from '../../core/errors.js';
 import { silentLogger } from '../../core/log.js';
@@ -40,7 +41,7 @@ describe('postgresql connection settings', () => {
   });
 
   it('takes databases: all, refuses other values and unknown keys in the config', () => {
-    const schema = postgresqlEngine.configSchema;
+    const schema = postgresqlEngine.configSchema(z);
     expect(schema.safeParse({ url: 'postgresql://h/db', databases: 'all' }).success).toBe(true);
     expect(schema.safeParse({ url: 'postgresql://h/db', databases: 'some' }).success).toBe(false);
     expect(schema.safeParse({ url: 'postgresql://h/db', job: 3 }).success).toBe(false);

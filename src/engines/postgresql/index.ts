@@ -1,6 +1,6 @@
 // postgresql: the engine for `type: postgresql` services: consistent parallel backups through an
 // exported snapshot, and all-or-nothing restores through a shadow database swapped in by rename.
-import { z } from 'zod';
+import type { z } from 'zod';
 import os from 'node:os';
 import { BunkerError } from '../../core/errors.js';
 import type { Engine, EngineDescriptor } from '../engine.js';
@@ -9,20 +9,21 @@ import { clientConfig, parsePgUrl, pgClient } from './connection.js';
 // The session modules load when a backup or restore starts, and the pg driver at the first connection
 // (connection.ts), so commands that only read the config pay for neither.
 
-const configSchema = z
-  .object({
-    /** The database to back up; with `databases: all`, the one Bunker connects to for the list of databases and roles. */
-    url: z.string().min(1),
-    /** Every database of the server (templates aside) plus the cluster's roles. */
-    databases: z.literal('all').optional(),
-    /** Restore objects owned by the connecting user (and without grants to roles the target lacks). */
-    no_owner: z.boolean().optional(),
-    /** Parallel sessions for COPY and index builds (default: twice the CPU count, at least 2, at most 8). */
-    jobs: z.number().int().min(1).max(64).optional(),
-  })
-  .strict();
+const configSchema = (zod: typeof z) =>
+  zod
+    .object({
+      /** The database to back up; with `databases: all`, the one Bunker connects to for the list of databases and roles. */
+      url: zod.string().min(1),
+      /** Every database of the server (templates aside) plus the cluster's roles. */
+      databases: zod.literal('all').optional(),
+      /** Restore objects owned by the connecting user (and without grants to roles the target lacks). */
+      no_owner: zod.boolean().optional(),
+      /** Parallel sessions for COPY and index builds (default: twice the CPU count, at least 2, at most 8). */
+      jobs: zod.number().int().min(1).max(64).optional(),
+    })
+    .strict();
 
-export type PostgresqlConfig = z.infer<typeof configSchema>;
+export type PostgresqlConfig = z.infer<ReturnType<typeof configSchema>>;
 
 export const postgresqlEngine: EngineDescriptor<PostgresqlConfig> = {
   type: 'postgresql',

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import { describe, expect, it } from 'vitest';
 import { isBunkerError } from '../../core/errors.js';
 import { silentLogger } from '../../core/log.js';
@@ -7,11 +8,11 @@ const env = { configDir: '/tmp', stateDir: '/tmp', log: silentLogger };
 
 describe('redis engine descriptor', () => {
   it('validates its config', () => {
-    expect(redisEngine.configSchema.safeParse({ url: 'redis://127.0.0.1:6379/2', spare_db: 9 }).success).toBe(true);
-    expect(redisEngine.configSchema.safeParse({}).success).toBe(false);
-    expect(redisEngine.configSchema.safeParse({ url: 'postgres://x' }).success).toBe(false);
-    expect(redisEngine.configSchema.safeParse({ url: 'redis://h', spare_db: -1 }).success).toBe(false);
-    expect(redisEngine.configSchema.safeParse({ url: 'redis://h', sparedb: 3 }).success).toBe(false);
+    expect(redisEngine.configSchema(z).safeParse({ url: 'redis://127.0.0.1:6379/2', spare_db: 9 }).success).toBe(true);
+    expect(redisEngine.configSchema(z).safeParse({}).success).toBe(false);
+    expect(redisEngine.configSchema(z).safeParse({ url: 'postgres://x' }).success).toBe(false);
+    expect(redisEngine.configSchema(z).safeParse({ url: 'redis://h', spare_db: -1 }).success).toBe(false);
+    expect(redisEngine.configSchema(z).safeParse({ url: 'redis://h', sparedb: 3 }).success).toBe(false);
   });
 
   it('refuses a spare_db equal to the db it restores into', () => {

@@ -1,7 +1,7 @@
 // The redis engine: point-in-time backups over the replication protocol (no disk access) and
 // atomic restores into a running server through a spare db index and SWAPDB.
 // See docs/design/engine-redis.md.
-import { z } from 'zod';
+import type { z } from 'zod';
 import { BunkerError } from '../../core/errors.js';
 import type { Engine, EngineDescriptor, EngineEnv } from '../engine.js';
 import { RedisBackupSession } from './backup.js';
@@ -9,20 +9,21 @@ import { RedisRestoreSession } from './restore.js';
 import { RespConnection, replyText } from './resp.js';
 import { parseRedisUrl } from './url.js';
 
-export const redisConfigSchema = z
-  .object({
-    url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// url'),
-    /** An empty db index to stage single-db restores in; by default the highest empty index is used. */
-    spare_db: z.number().int().min(0).optional(),
-    /**
-     * off (default): the server's rdbcompression is turned off for the moment of the backup's fork, so
-     * its child does not LZF-compress the snapshot; server: left as the server has it (a slow link).
-     */
-    rdbcompression: z.enum(['off', 'server']).optional(),
-  })
-  .strict();
+export const redisConfigSchema = (zod: typeof z) =>
+  zod
+    .object({
+      url: zod.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// url'),
+      /** An empty db index to stage single-db restores in; by default the highest empty index is used. */
+      spare_db: zod.number().int().min(0).optional(),
+      /**
+       * off (default): the server's rdbcompression is turned off for the moment of the backup's fork, so
+       * its child does not LZF-compress the snapshot; server: left as the server has it (a slow link).
+       */
+      rdbcompression: zod.enum(['off', 'server']).optional(),
+    })
+    .strict();
 
-export type RedisConfig = z.infer<typeof redisConfigSchema>;
+export type RedisConfig = z.infer<ReturnType<typeof redisConfigSchema>>;
 
 export function createRedisEngine(name: string, config: RedisConfig, env: EngineEnv): Engine {
   const target = parseRedisUrl(config.url);

@@ -2,18 +2,19 @@
 // API from a pinned read transaction) and restores it through a verified temporary file renamed over
 // the target. Design: docs/design/engine-sqlite-and-command.md.
 import { isAbsolute, resolve } from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { BackupContext, Engine, EngineDescriptor, EngineEnv, ProbeResult, RestoreContext } from '../engine.js';
 import type { ServiceArtifact } from '../../repo/types.js';
 import { SqliteBackupSession } from './sqlite-backup.js';
 import { SqliteRestoreSession } from './sqlite-restore.js';
 import { openDatabase, requireDatabaseFile, sizeIfPresent } from './sqlite-file.js';
 
-export const sqliteConfigSchema = z.strictObject({
-  /** The database file, relative to the folder of bunker.yaml. */
-  path: z.string().min(1, 'path must name the SQLite database file'),
-});
-export type SqliteConfig = z.infer<typeof sqliteConfigSchema>;
+export const sqliteConfigSchema = (zod: typeof z) =>
+  zod.strictObject({
+    /** The database file, relative to the folder of bunker.yaml. */
+    path: zod.string().min(1, 'path must name the SQLite database file'),
+  });
+export type SqliteConfig = z.infer<ReturnType<typeof sqliteConfigSchema>>;
 
 class SqliteEngine implements Engine {
   readonly type = 'sqlite';
