@@ -16,8 +16,9 @@ export function mountEngine(configDir: string, path = 'mount', exclude?: string[
   return filesEngine.create('uploads', { path, exclude }, { configDir, stateDir: join(configDir, '.state'), log: silentLogger });
 }
 
-export function backupCtx(repo: BackupContext['repo'], parent?: ServiceArtifact): BackupContext {
-  return { repo, parent, log: silentLogger, progress: () => {}, signal: new AbortController().signal, mode: 'live' };
+/** mode 'safe' for tests of pin(): a live backup records the mount as its walk found it. */
+export function backupCtx(repo: BackupContext['repo'], parent?: ServiceArtifact, mode: BackupContext['mode'] = 'live'): BackupContext {
+  return { repo, parent, log: silentLogger, progress: () => {}, signal: new AbortController().signal, mode };
 }
 
 export function restoreCtx(repo: RepoReader, options: RestoreOptions = {}): RestoreContext {

@@ -1,7 +1,7 @@
 // The pin of a mount: the artifact is the mount as of pin(), whatever changes after it, and pin()
 // finds every kind of change made between prepare() and pin() through its inotify change tracking,
 // and through the stat walk it falls back to when events may have been lost.
-import { appendFileSync, chmodSync, linkSync, mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/core/log.js';
@@ -29,7 +29,7 @@ describe('files engine pin', () => {
    * A mount in a fresh temp dir, filled by `fill`, and a backup session on it that records info logs;
    * with `incremental`, the session has a backup of the filled mount as its parent.
    */
-  async function setup(label: string, fill: (mount: string) => void, incremental = false) {
+  async function setup(label: string, fill: (mount: string) => void, incremental = false, mode: 'safe' | 'live' = 'safe') {
     const base = tempDir(label);
     dirs.push(base);
     const mount = join(base, 'mount');
@@ -37,7 +37,7 @@ describe('files engine pin', () => {
     fill(mount);
     const logs: string[] = [];
     const parent = incremental ? await runBackup(await mountEngine(base).openBackup(backupCtx(t.repo))) : undefined;
-    const ctx = { ...backupCtx(t.repo, parent), log: createLogger((_l, line) => logs.push(line), 'info') };
+    const ctx = { ...backupCtx(t.repo, parent, mode), log: createLogger((_l, line) => logs.push(line), 'info') };
     const session = await mountEngine(base).openBackup(ctx);
     return { mount, session, logs };
   }
@@ -210,6 +210,38 @@ describe('files engine pin', () => {
     expect(diffTrees(atPin, got)).toEqual([]);
     expect(got.get('/quiet/inner/f')?.size).toBe('v2, after the flood'.length);
     expect(logs.join('\n')).toMatch(/change tracking unavailable \(the inotify event queue may have overflowed\)/);
+  });
+  /** inotify watches this process holds (fdinfo lists one "inotify wd:" line per watch). */
+  function inotifyWatches(): number {
+    let n = 0;
+    for (const fd of readdirSync('/proc/self/fdinfo')) {
+      try {
+        n += (readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8').match(/^inotify wd:/gm) ?? []).length;
+      } catch {
+        // closed meanwhile
+      }
+    }
+    return n;
+  }
+
+  it('a live backup sets no watches and records the mount as its walk found it', async () => {
+    const fill = (m: string) => {
+      mkdirSync(join(m, 'a/b'), { recursive: true });
+      writeFileSync(join(m, 'a/b/file'), 'as walked');
+    };
+    const before = inotifyWatches();
+    const safe = await setup('pin-safe-watches', fill);
+    await safe.session.prepare();
+    expect(inotifyWatches() - before).toBeGreaterThanOrEqual(3); // the mount, a and a/b
+    await safe.session.close();
+    const { mount, session } = await setup('pin-live', fill, false, 'live');
+    const walked = describeTree(mount, { withRoot: true });
+    await session.prepare();
+    expect(inotifyWatches()).toBe(before);
+    writeFileSync(join(mount, 'a/b/file'), 'changed after the walk, with no hold to pin inside');
+    await session.pin();
+    const got = await restored(await finish(session));
+    expect(diffTrees(walked, got)).toEqual([]);
   });
 });
 

@@ -222,7 +222,7 @@ describe('files engine round trip', () => {
       mkdirSync(join(mount, 'a/b'), { recursive: true });
       writeFileSync(join(mount, 'a/b/file'), 'before');
       writeFileSync(join(mount, 'gone'), 'deleted after prepare');
-      const session = await mountEngine(dir).openBackup(backupCtx(t.repo));
+      const session = await mountEngine(dir).openBackup(backupCtx(t.repo, undefined, 'safe'));
       await session.prepare();
       writeFileSync(join(mount, 'a/b/file'), 'after the pre-pass');
       rmSync(join(mount, 'gone'));
