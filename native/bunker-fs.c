@@ -883,6 +883,77 @@ static napi_value write_at(napi_env env, napi_callback_info info) {
   return on_device_threads(env, "bunker-fs:writeAt", write_at_execute, write_at_complete, w, &w->deferred, &w->work);
 }
 
+// ---------- readAt: a range of an object (a pack), on the device threads ----------
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref buffer_ref;
+  uint8_t *data;
+  size_t length;
+  int fd;
+  int64_t position;
+  size_t done;
+  int err;
+} read_at_t;
+
+static void read_at_execute(napi_env env, void *arg) {
+  (void)env;
+  read_at_t *r = arg;
+  while (r->done < r->length) {
+    ssize_t n = pread(r->fd, r->data + r->done, r->length - r->done, (off_t)(r->position + (int64_t)r->done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      r->err = errno;
+      return;
+    }
+    if (n == 0) return; // end of file: the caller sees fewer bytes than it asked for
+    r->done += (size_t)n;
+  }
+}
+
+static void read_at_complete(napi_env env, napi_status status, void *arg) {
+  read_at_t *r = arg;
+  if (status != napi_ok && !r->err) r->err = ECANCELED;
+  if (r->err) {
+    settle_call(env, r->deferred, r->err, "read", -2);
+  } else {
+    napi_value done;
+    napi_create_double(env, (double)r->done, &done);
+    napi_resolve_deferred(env, r->deferred, done);
+  }
+  napi_delete_reference(env, r->buffer_ref);
+  if (r->work) napi_delete_async_work(env, r->work);
+  free(r);
+}
+
+/**
+ * readAt(fd, buffer, offset, length, position) → Promise<bytes read>: fills buffer[offset, offset +
+ * length) from the file at `position`, fewer bytes only at its end. A read of a pack that is not in
+ * the page cache waits for the disk, so it runs where writes to the disk do.
+ */
+static napi_value read_at(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) CHECK(napi_invalid_arg);
+  int32_t fd;
+  int64_t offset, length, position;
+  void *data = NULL;
+  size_t buffer_len = 0;
+  napi_typedarray_type type;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_typedarray_info(env, argv[1], &type, &buffer_len, &data, NULL, NULL) != napi_ok ||
+      type != napi_uint8_array || napi_get_value_int64(env, argv[2], &offset) != napi_ok || napi_get_value_int64(env, argv[3], &length) != napi_ok ||
+      napi_get_value_int64(env, argv[4], &position) != napi_ok || fd < 0 || offset < 0 || length < 0 || position < 0 ||
+      (uint64_t)offset + (uint64_t)length > buffer_len)
+    CHECK(napi_invalid_arg);
+  read_at_t *r = calloc(1, sizeof *r);
+  if (!r) return throw_errno(env, ENOMEM, "readAt");
+  r->fd = fd, r->data = (uint8_t *)data + offset, r->length = (size_t)length, r->position = position;
+  CHECK(napi_create_reference(env, argv[1], 1, &r->buffer_ref));
+  return on_device_threads(env, "bunker-fs:readAt", read_at_execute, read_at_complete, r, &r->deferred, &r->work);
+}
+
 // ---------- statDir: a directory's names and their lstat, in one thread-pool trip ----------
 
 /** int64 fields per entry in statDir's result. */
@@ -1024,6 +1095,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_default, NULL},
       {"writeObject", NULL, write_object, NULL, NULL, NULL, napi_default, NULL},
       {"writeAt", NULL, write_at, NULL, NULL, NULL, napi_default, NULL},
+      {"readAt", NULL, read_at, NULL, NULL, NULL, napi_default, NULL},
       {"statDir", NULL, stat_dir, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -3,7 +3,7 @@
 // thread-pool trip), so a crash never leaves a partial object under its final name (only a `.tmp-*`
 // file that list() ignores).
 import { randomBytes } from 'node:crypto';
-import { close as closeFd, fstat as fstatFd, open as openFd, promises as fs, read as readFd } from 'node:fs';
+import { close as closeFd, fstat as fstatFd, open as openFd, promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { BunkerError } from '../core/index.js';
 import { nativeStorageFs } from './native.js';
@@ -143,14 +143,12 @@ export class FsBackend implements StorageBackend {
         });
       }
       const out = Buffer.allocUnsafe(length);
-      let done = 0;
-      while (done < length) {
-        const n = await new Promise<number>((resolve, reject) =>
-          readFd(file.fd, out, done, length - done, offset + done, (err, bytesRead) => (err ? reject(this.fail('reading', name, err)) : resolve(bytesRead))),
-        );
-        if (n === 0) throw new BunkerError('corrupt', `object ${name} shrank while being read`, { details: { name } });
-        done += n;
-      }
+      const done = await nativeStorageFs()
+        .readAt(file.fd, out, 0, length, offset)
+        .catch((err: unknown) => {
+          throw this.fail('reading', name, err);
+        });
+      if (done < length) throw new BunkerError('corrupt', `object ${name} shrank while being read`, { details: { name } });
       return out;
     } finally {
       pack.users--;

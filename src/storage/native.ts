@@ -8,6 +8,12 @@ export interface NativeStorageFs {
    * fsyncs `dir`. On failure the temp file is removed and the error carries .code and .syscall.
    */
   writeObject(temp: Buffer, final: Buffer, dir: Buffer, parts: readonly Uint8Array[], direct: boolean): Promise<void>;
+  /**
+   * pread() into buffer[offset, offset + length) from `position`, on the device threads (a pack not in
+   * the page cache waits for the disk, and must not hold a thread the codec needs); resolves to the
+   * bytes read, fewer only at the end of the file.
+   */
+  readAt(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
 }
 
 let loaded: NativeStorageFs | undefined;
