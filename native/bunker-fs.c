@@ -502,6 +502,14 @@ static napi_value queue_device_work(napi_env env, napi_async_execute_callback ex
   return promise;
 }
 
+/** Settles a call that resolves to a byte count: `bytes`, or the errno error as settle_call() makes it. */
+static void settle_bytes(napi_env env, napi_deferred deferred, int err, const char *syscall_name, size_t bytes) {
+  if (err) return settle_call(env, deferred, err, syscall_name, -2);
+  napi_value count;
+  napi_create_double(env, (double)bytes, &count);
+  napi_resolve_deferred(env, deferred, count);
+}
+
 /** Queues `execute` on the thread pool and `complete` after it on the main thread; returns the promise `*deferred` settles. */
 static napi_value queue_work(napi_env env, const char *name, napi_async_execute_callback execute, napi_async_complete_callback complete,
                              void *data, napi_deferred *deferred, napi_async_work *work) {
@@ -848,13 +856,7 @@ static void write_at_execute(napi_env env, void *arg) {
 static void write_at_complete(napi_env env, napi_status status, void *arg) {
   write_at_t *w = arg;
   if (status != napi_ok && !w->err) w->err = ECANCELED, w->syscall_name = "writeAt";
-  if (w->err) {
-    settle_call(env, w->deferred, w->err, w->syscall_name, -2);
-  } else {
-    napi_value written;
-    napi_create_double(env, (double)w->written, &written);
-    napi_resolve_deferred(env, w->deferred, written);
-  }
+  settle_bytes(env, w->deferred, w->err, w->syscall_name, w->written);
   if (w->work) napi_delete_async_work(env, w->work);
   parts_release(env, &w->parts);
   free(w);
@@ -915,13 +917,7 @@ static void read_at_execute(napi_env env, void *arg) {
 static void read_at_complete(napi_env env, napi_status status, void *arg) {
   read_at_t *r = arg;
   if (status != napi_ok && !r->err) r->err = ECANCELED;
-  if (r->err) {
-    settle_call(env, r->deferred, r->err, "read", -2);
-  } else {
-    napi_value done;
-    napi_create_double(env, (double)r->done, &done);
-    napi_resolve_deferred(env, r->deferred, done);
-  }
+  settle_bytes(env, r->deferred, r->err, "read", r->done);
   napi_delete_reference(env, r->buffer_ref);
   if (r->work) napi_delete_async_work(env, r->work);
   free(r);
