@@ -1,6 +1,5 @@
 // A restore SIGKILLed at random points (and at each phase boundary) leaves the target database either
 // the old one, intact and accepting connections, or the restored one; the next restore cleans up.
-import { z } from 'zod';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +13,7 @@ import { PG_BASE, backup, createDb, dropDb, engineFor, fingerprint, sql, uniqueD
 
 const CHILD = `
 import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 import { openRepository } from './src/repo/index.js';
 import { FsBackend } from './src/storage/index.js';
 import { postgresqlEngine } from './src/engines/postgresql/index.js';
