@@ -3,8 +3,9 @@
 // atomic directory swap (renameat2 RENAME_EXCHANGE), writeFiles (a batch of small new files
 // created on the thread pool in one trip) and writeAt (a restored file's bytes at an offset, through
 // O_DIRECT when its descriptor has the flag). For the local storage backend (src/storage/native.ts):
-// writeObject (a temp file written with O_DIRECT, fsynced and renamed, in one trip). writeAt and
-// writeObject wait for the disk, so they run on threads of their own (see "device threads" below).
+// writeObject (a temp file written with O_DIRECT, fsynced and renamed, in one trip) and readAt (a
+// range of a pack). writeAt, writeObject and readAt wait for the disk, so they run on threads of
+// their own (see "threads for calls that wait for the device" below).
 // Paths are Buffers of raw bytes; symlinks are never
 // followed. Errors are thrown as Error objects with .code = "E..." and .errno like Node's fs.
 #define _GNU_SOURCE
@@ -358,7 +359,8 @@ static void settle_call(napi_env env, napi_deferred deferred, int err, const cha
 
 /**
  * Writes through O_DIRECT (a restored file's bytes, a pack) hold their thread until the device has the
- * data: ~0.75 ms per MiB on this VM's disk, ~1 s of a 1.1 GB restore. On libuv's pool, sized to the
+ * data: ~0.75 ms per MiB on this VM's disk, ~1 s of a 1.1 GB restore; so do reads of packs the page
+ * cache does not hold. On libuv's pool, sized to the
  * cores for the codec's CPU work, that left the codec waiting behind them while a core sat idle. These
  * calls get threads of their own, the way Go parks a goroutine blocked in a syscall off its CPU slots.
  * One set per Node environment; started on first use; completions reach the main thread through a
