@@ -611,6 +611,41 @@ static void do_seal(Op *op) {
   op->compressed = use_z;
 }
 
+/**
+ * Starts opening a sealed blob (at least SEAL_OVERHEAD bytes): authenticates `aad` (the blob's id, or
+ * NULL) and decrypts the flag byte alone into *flag, so the caller can pick where the payload goes by
+ * what it is. Returns the cipher context for open_finish(), or NULL (nothing to free).
+ */
+static EVP_CIPHER_CTX *open_begin(const Keys *keys, const uint8_t *in, const uint8_t *aad, uint8_t *flag) {
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  int n;
+  if (c && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, keys->enc_key, in) == 1 && (!aad || EVP_DecryptUpdate(c, NULL, &n, aad, 32) == 1) &&
+      EVP_DecryptUpdate(c, flag, &n, in + NONCE_BYTES, 1) == 1)
+    return c;
+  EVP_CIPHER_CTX_free(c);
+  return NULL;
+}
+
+/** Decrypts the payload into `to` (which may be where it lies in `in`) and checks the tag; frees `c`. */
+static bool open_finish(EVP_CIPHER_CTX *c, const uint8_t *in, size_t in_len, uint8_t *to) {
+  uint8_t final_block[16];
+  int n;
+  const bool ok = EVP_DecryptUpdate(c, to, &n, in + NONCE_BYTES + 1, (int)(in_len - SEAL_OVERHEAD)) == 1 &&
+                  EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, (void *)(in + in_len - TAG_BYTES)) == 1 &&
+                  EVP_DecryptFinal_ex(c, final_block, &n) == 1;
+  EVP_CIPHER_CTX_free(c);
+  return ok;
+}
+
+/**
+ * Decompresses one zstd frame into exactly the length the index records: a frame that claims more is
+ * refused rather than allocated (no decompression bombs), and one that gives less is damage.
+ */
+static bool decompress_exact(uint8_t *dst, size_t dst_len, const uint8_t *src, size_t src_len) {
+  const size_t got = ZSTD_decompressDCtx(dctx(), dst, dst_len, src, src_len);
+  return !ZSTD_isError(got) && got == dst_len;
+}
+
 static void do_open(Op *op) {
   if (op->in_len < SEAL_OVERHEAD) {
     op->error = "too short to be a sealed blob";
@@ -623,17 +658,9 @@ static void do_open(Op *op) {
   const size_t payload_len = op->in_len - SEAL_OVERHEAD;
   const bool in_place = op->in_place && !op->joined;
   uint8_t *payload = in_place ? (uint8_t *)op->in + NONCE_BYTES + 1 : malloc(payload_len > 0 ? payload_len : 1);
-  uint8_t flag = 0xff, final_block[16];
-  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-  int n;
-  int ok = payload && c && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, op->keys->enc_key, op->in) == 1 &&
-           (!op->has_aad || EVP_DecryptUpdate(c, NULL, &n, op->aad, sizeof op->aad) == 1) &&
-           EVP_DecryptUpdate(c, &flag, &n, op->in + NONCE_BYTES, 1) == 1 &&
-           EVP_DecryptUpdate(c, payload, &n, op->in + NONCE_BYTES + 1, (int)payload_len) == 1 &&
-           EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, (void *)(op->in + op->in_len - TAG_BYTES)) == 1 &&
-           EVP_DecryptFinal_ex(c, final_block, &n) == 1;
-  EVP_CIPHER_CTX_free(c);
-  if (!ok) {
+  uint8_t flag = 0xff;
+  EVP_CIPHER_CTX *c = payload ? open_begin(op->keys, op->in, op->has_aad ? op->aad : NULL, &flag) : NULL;
+  if (!c || !open_finish(c, op->in, op->in_len, payload)) {
     if (!in_place) free(payload);
     op->error = "authentication failed";
     return;
@@ -645,18 +672,16 @@ static void do_open(Op *op) {
     op->out_len = payload_len;
     plain_at = payload;
   } else if (flag == 1) {
-    // Decompress into exactly the length the index records: a frame that claims more is refused
-    // rather than allocated (no decompression bombs).
     uint8_t *plain = malloc(op->expected_len > 0 ? op->expected_len : 1);
-    size_t got = plain ? ZSTD_decompressDCtx(dctx(), plain, op->expected_len, payload, payload_len) : 0;
+    const bool ok = plain && decompress_exact(plain, op->expected_len, payload, payload_len);
     if (!in_place) free(payload);
-    if (!plain || ZSTD_isError(got) || got != op->expected_len) {
+    if (!ok) {
       free(plain);
       op->error = "decompression failed or gave the wrong length";
       return;
     }
     op->out = plain;
-    op->out_len = got;
+    op->out_len = op->expected_len;
     plain_at = plain;
   } else {
     if (!in_place) free(payload);
@@ -956,20 +981,13 @@ static const char *open_into(const Keys *keys, uint8_t *in, size_t in_len, const
   if (in_len < SEAL_OVERHEAD) return "too short to be a sealed blob";
   const size_t payload_len = in_len - SEAL_OVERHEAD;
   uint8_t *payload = in + NONCE_BYTES + 1;
-  uint8_t flag = 0xff, final_block[16];
-  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-  int n;
-  int ok = c && EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, keys->enc_key, in) == 1 &&
-           (!aad || EVP_DecryptUpdate(c, NULL, &n, aad, 32) == 1) && EVP_DecryptUpdate(c, &flag, &n, in + NONCE_BYTES, 1) == 1;
+  uint8_t flag = 0xff;
+  EVP_CIPHER_CTX *c = open_begin(keys, in, aad, &flag);
   uint8_t *to = flag == 0 && payload_len == dst_len ? dst : payload;
-  ok = ok && EVP_DecryptUpdate(c, to, &n, payload, (int)payload_len) == 1 &&
-       EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, in + in_len - TAG_BYTES) == 1 && EVP_DecryptFinal_ex(c, final_block, &n) == 1;
-  EVP_CIPHER_CTX_free(c);
-  if (!ok) return "authentication failed";
+  if (!c || !open_finish(c, in, in_len, to)) return "authentication failed";
   if (flag == 0) return to == dst ? NULL : "a raw blob has the wrong length";
   if (flag != 1) return "unknown blob flag";
-  const size_t got = ZSTD_decompressDCtx(dctx(), dst, dst_len, payload, payload_len);
-  return ZSTD_isError(got) || got != dst_len ? "decompression failed or gave the wrong length" : NULL;
+  return decompress_exact(dst, dst_len, payload, payload_len) ? NULL : "decompression failed or gave the wrong length";
 }
 
 typedef struct {
