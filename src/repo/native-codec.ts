@@ -108,6 +108,15 @@ export interface OpenOptions {
   hashPlain?: boolean;
 }
 
+/** A blob that failed to open: its tag did not verify, or it would not decompress to its length. */
+function damaged(what: string, cause: unknown): BunkerError {
+  return new BunkerError('corrupt', `${what} failed authentication or decompression (damaged or modified)`, {
+    cause,
+    hint: 'Run `bunker repo:check --read-data` to list every damaged object.',
+    details: { object: what },
+  });
+}
+
 let loaded: CodecAddon | undefined;
 
 export function codecAddon(): CodecAddon {
@@ -204,11 +213,7 @@ export class NativeCodec {
       return await this.run(() => this.addon.open(this.keys, sealed, plainLength, boundId, hashPlain));
     } catch (err) {
       if (err instanceof BunkerError) throw err;
-      throw new BunkerError('corrupt', `${what} failed authentication or decompression (damaged or modified)`, {
-        cause: err,
-        hint: 'Run `bunker repo:check --read-data` to list every damaged object.',
-        details: { object: what },
-      });
+      throw damaged(what, err);
     }
   }
 
@@ -236,12 +241,7 @@ export class NativeCodec {
       const e = err as Error & { index?: number; mismatch?: boolean };
       if (err instanceof BunkerError || typeof e.index !== 'number') throw err;
       const name = what(e.index);
-      if (e.mismatch) throw corrupt(`${name} does not match its id`, name);
-      throw new BunkerError('corrupt', `${name} failed authentication or decompression (damaged or modified)`, {
-        cause: err,
-        hint: 'Run `bunker repo:check --read-data` to list every damaged object.',
-        details: { object: name },
-      });
+      throw e.mismatch ? corrupt(`${name} does not match its id`, name) : damaged(name, err);
     }
   }
 
