@@ -1,7 +1,7 @@
 // Local filesystem backend: one file per object under a root directory. put() writes a temp file in the
 // target directory, fsyncs it, renames it over the final name and fsyncs the directory (natively, in one
-// thread-pool trip), so a crash never leaves a partial object under its final name (only a `.tmp-*`
-// file that list() ignores).
+// trip to the addon's device threads), so a crash never leaves a partial object under its final name
+// (only a `.tmp-*` file that list() ignores). Ranged pack reads go to those threads too.
 import { randomBytes } from 'node:crypto';
 import { close as closeFd, fstat as fstatFd, open as openFd, promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';

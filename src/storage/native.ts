@@ -3,9 +3,10 @@ import { loadNativeAddon } from '../core/native-addon.js';
 
 export interface NativeStorageFs {
   /**
-   * On the addon's device threads (not libuv's pool), in one trip: creates `temp` (O_EXCL, mode 0600; with O_DIRECT when `direct`
-   * and the file system allows it), writes the parts in order, fsyncs, renames it to `final` and
-   * fsyncs `dir`. On failure the temp file is removed and the error carries .code and .syscall.
+   * On the addon's device threads (not libuv's pool), in one trip: creates `temp` (O_EXCL, mode 0600;
+   * with O_DIRECT when `direct` and the file system allows it), writes the parts in order, fsyncs,
+   * renames it to `final` and fsyncs `dir`. On failure the temp file is removed and the error carries
+   * .code and .syscall.
    */
   writeObject(temp: Buffer, final: Buffer, dir: Buffer, parts: readonly Uint8Array[], direct: boolean): Promise<void>;
   /**
