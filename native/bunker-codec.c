@@ -1175,11 +1175,89 @@ static napi_value crc64(napi_env env, napi_callback_info info) {
 }
 
 // ---------- scrypt (RFC 7914) ----------
-// The repository key is derived with scrypt, N = 2^17, r = 8: ROMix walks a 128 MiB table in random
-// order. OpenSSL's scrypt (what node:crypto calls) takes that table from malloc, in 4 KiB pages, and
-// in a virtual machine a TLB miss there costs a nested page walk: 0.76-0.97 s per unlock here. The
-// same computation over a table in transparent huge pages took 0.30-0.59 s. Same function, same
-// parameters, same output (tested against node:crypto); only the memory differs.
+// The repository key is derived with scrypt (N = 2^16, r = 8, p = 2 by default): each lane's ROMix
+// fills a 64 MiB table, then reads it back in random order. Salsa20/8 is a chain of dependent
+// additions, rotations and xors, so its speed is that chain's latency: the SSE2 version runs the
+// four quarter-rounds of each step side by side, on a block held as four diagonals.
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+#define ROTL128(v, n) _mm_or_si128(_mm_slli_epi32(v, n), _mm_srli_epi32(v, 32 - (n)))
+
+/**
+ * Position k of a 64-byte block holds word DIAGONAL[k]: the four vectors are the diagonals
+ * (0,5,10,15), (4,9,14,3), (8,13,2,7) and (12,1,6,11), and a column round is four vector steps.
+ * Xors and copies do not care about the order; only Integerify reads a word (word 0 is at position
+ * 0, word 1 at position 13).
+ */
+static const uint8_t DIAGONAL[16] = {0, 5, 10, 15, 4, 9, 14, 3, 8, 13, 2, 7, 12, 1, 6, 11};
+#define INTEGERIFY_HIGH 13
+
+static void to_diagonal(const uint32_t *in, uint32_t *out) {
+  for (int k = 0; k < 16; k++) out[k] = in[DIAGONAL[k]];
+}
+
+static void from_diagonal(const uint32_t *in, uint32_t *out) {
+  for (int k = 0; k < 16; k++) out[DIAGONAL[k]] = in[k];
+}
+
+/** Salsa20/8 core on a block in diagonal order, in place in four registers. */
+static inline void salsa20_8(__m128i *a0, __m128i *b0, __m128i *c0, __m128i *d0) {
+  __m128i a = *a0, b = *b0, c = *c0, d = *d0;
+  for (int round = 0; round < 8; round += 2) {
+    // Column round: the quarter-rounds (0,4,8,12), (5,9,13,1), (10,14,2,6), (15,3,7,11) at once.
+    b = _mm_xor_si128(b, ROTL128(_mm_add_epi32(a, d), 7));
+    c = _mm_xor_si128(c, ROTL128(_mm_add_epi32(b, a), 9));
+    d = _mm_xor_si128(d, ROTL128(_mm_add_epi32(c, b), 13));
+    a = _mm_xor_si128(a, ROTL128(_mm_add_epi32(d, c), 18));
+    // Row round: the diagonals turned so (0,1,2,3), (5,6,7,4), (10,11,8,9), (15,12,13,14) line up.
+    b = _mm_shuffle_epi32(b, 0x93), c = _mm_shuffle_epi32(c, 0x4E), d = _mm_shuffle_epi32(d, 0x39);
+    d = _mm_xor_si128(d, ROTL128(_mm_add_epi32(a, b), 7));
+    c = _mm_xor_si128(c, ROTL128(_mm_add_epi32(d, a), 9));
+    b = _mm_xor_si128(b, ROTL128(_mm_add_epi32(c, d), 13));
+    a = _mm_xor_si128(a, ROTL128(_mm_add_epi32(b, c), 18));
+    b = _mm_shuffle_epi32(b, 0x39), c = _mm_shuffle_epi32(c, 0x4E), d = _mm_shuffle_epi32(d, 0x93);
+  }
+  *a0 = _mm_add_epi32(*a0, a), *b0 = _mm_add_epi32(*b0, b), *c0 = _mm_add_epi32(*c0, c), *d0 = _mm_add_epi32(*d0, d);
+}
+
+/** scryptBlockMix over 2r blocks in diagonal order; the even outputs go to the first half of `out`, the odd to the second. */
+static void block_mix(const __m128i *in, __m128i *out, size_t r) {
+  const __m128i *last = &in[(2 * r - 1) * 4];
+  __m128i a = last[0], b = last[1], c = last[2], d = last[3];
+  for (size_t i = 0; i < 2 * r; i++) {
+    a = _mm_xor_si128(a, in[i * 4]), b = _mm_xor_si128(b, in[i * 4 + 1]);
+    c = _mm_xor_si128(c, in[i * 4 + 2]), d = _mm_xor_si128(d, in[i * 4 + 3]);
+    salsa20_8(&a, &b, &c, &d);
+    __m128i *o = &out[((i & 1) * r + i / 2) * 4];
+    o[0] = a, o[1] = b, o[2] = c, o[3] = d;
+  }
+}
+
+/** scryptROMix over one 128r-byte block, with `v` (128rN bytes) and `xy` (256r bytes, 16-aligned) as scratch. */
+static void ro_mix(uint8_t *block, size_t r, uint64_t n, void *v_mem, void *xy) {
+  const size_t vectors = 8 * r;
+  __m128i *v = v_mem, *x = xy, *y = x + vectors, *t;
+  for (size_t k = 0; k < 2 * r; k++) to_diagonal((const uint32_t *)block + 16 * k, (uint32_t *)(x + 4 * k));
+  for (uint64_t i = 0; i < n; i++) {
+    memcpy(&v[i * vectors], x, 128 * r);
+    block_mix(x, y, r);
+    t = x, x = y, y = t;
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    // Integerify: the first 64-bit word of the last 64-byte block, mod N (a power of two).
+    const uint32_t *last = (const uint32_t *)(x + (2 * r - 1) * 4);
+    const uint64_t j = ((uint64_t)last[INTEGERIFY_HIGH] << 32 | last[0]) & (n - 1);
+    const __m128i *vj = &v[j * vectors];
+    for (size_t k = 0; k < vectors; k++) x[k] = _mm_xor_si128(x[k], vj[k]);
+    block_mix(x, y, r);
+    t = x, x = y, y = t;
+  }
+  for (size_t k = 0; k < 2 * r; k++) from_diagonal((const uint32_t *)(x + 4 * k), (uint32_t *)block + 16 * k);
+}
+
+#else  // no SSE2: the same functions on plain words, in the RFC's order
 
 static inline uint32_t rotl32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
 
@@ -1220,9 +1298,9 @@ static void block_mix(const uint32_t *in, uint32_t *out, size_t r) {
 }
 
 /** scryptROMix over one 128r-byte block, with `v` (128rN bytes) and `xy` (256r bytes) as scratch. */
-static void ro_mix(uint8_t *block, size_t r, uint64_t n, uint32_t *v, uint32_t *xy) {
+static void ro_mix(uint8_t *block, size_t r, uint64_t n, void *v_mem, void *xy) {
   const size_t words = 32 * r;
-  uint32_t *x = xy, *y = xy + words, *t;
+  uint32_t *v = v_mem, *x = xy, *y = x + words, *t;
   memcpy(x, block, 128 * r); // x86-64 and arm64 are little-endian, as scrypt's words are
   for (uint64_t i = 0; i < n; i++) {
     memcpy(&v[i * words], x, 128 * r);
@@ -1239,6 +1317,7 @@ static void ro_mix(uint8_t *block, size_t r, uint64_t n, uint32_t *v, uint32_t *
   }
   memcpy(block, x, 128 * r);
 }
+#endif
 
 typedef struct {
   napi_async_work work;
@@ -1250,7 +1329,6 @@ typedef struct {
   const char *error;
 } ScryptOp;
 
-#define HUGE_PAGE (2u << 20)
 
 /** ROMix of lanes [from, to) of `b`, each lane in turn over one table of this thread's own. */
 typedef struct {
@@ -1265,20 +1343,20 @@ static void *run_lanes(void *arg) {
   Lanes *l = arg;
   const size_t block = 128 * l->r, table = block * l->n;
   uint32_t *xy = malloc(2 * block);
-  // The table is mapped with room to start on a 2 MiB boundary, so all of it can be huge pages.
-  const size_t mapped = table + HUGE_PAGE;
-  uint8_t *map = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (!xy || map == MAP_FAILED) {
+  // The table is in ordinary 4 KiB pages. Huge pages save TLB misses on the random reads (the
+  // derivation took 100-120 ms instead of 133-158 here) but only in memory this process family
+  // freed moments ago: this VM reports free 2 MiB blocks back to the host (virtio-balloon free page
+  // reporting), and a fresh huge page then costs a host fault per 4 KiB, so a derivation after a few
+  // idle seconds took 223-313 ms with huge pages and 151-168 ms without (ad hoc, alternated). A
+  // backup process usually starts after idle seconds.
+  uint32_t *v = mmap(NULL, table, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (!xy || v == MAP_FAILED) {
     l->error = "out of memory for the key derivation";
   } else {
-    uint32_t *v = (uint32_t *)(((uintptr_t)map + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
-#ifdef MADV_HUGEPAGE
-    madvise(v, table, MADV_HUGEPAGE); // advice only: without huge pages the result is the same, slower
-#endif
     for (uint32_t i = l->from; i < l->to; i++) ro_mix(l->b + i * block, l->r, l->n, v, xy);
   }
   // The table is handed back to the kernel, which zeroes pages before any other use.
-  if (map != MAP_FAILED) munmap(map, mapped);
+  if (v != MAP_FAILED) munmap(v, table);
   if (xy) OPENSSL_cleanse(xy, 2 * block);
   free(xy);
   return NULL;

@@ -84,8 +84,8 @@ export const PRODUCTION_SCRYPT: ScryptParams = { N: 1 << 16, r: 8, p: 2 };
 export const FAST_SCRYPT: ScryptParams = { N: 1 << 10, r: 8, p: 1 };
 
 /**
- * scrypt on the thread pool, computed by the native codec over a table in huge pages (node:crypto's
- * scrypt gives the same bytes, 2-2.5x slower in a virtual machine; see native/bunker-codec.c).
+ * scrypt on the thread pool, computed by the native codec with SSE2 and a thread per lane (node:crypto's
+ * scrypt gives the same bytes, several times slower here; see native/bunker-codec.c).
  */
 export function deriveKey(password: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
   return codecAddon().scrypt(Buffer.from(password.normalize('NFC'), 'utf8'), salt, params.N, params.r, params.p, 32);

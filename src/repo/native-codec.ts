@@ -65,7 +65,7 @@ interface CodecAddon {
   crc64(state: Int32Array, data: Uint8Array): void;
   /** Returns free heap memory to the kernel (glibc; nothing elsewhere). */
   trim(): void;
-  /** scrypt (RFC 7914) on the pool; the same bytes as node:crypto's, over a table in huge pages. */
+  /** scrypt (RFC 7914) on the pool, a thread per lane; the same bytes as node:crypto's. */
   scrypt(password: Buffer, salt: Buffer, N: number, r: number, p: number, keyLength: number): Promise<Buffer>;
 }
 

@@ -1,4 +1,4 @@
-// The repository's scrypt (native codec, huge-page table) must give exactly the bytes node:crypto's
+// The repository's scrypt (native codec: SSE2 on x86-64, a thread per lane) must give exactly the bytes node:crypto's
 // scrypt gives: key slots written by either open with the other.
 import { randomBytes, scryptSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
