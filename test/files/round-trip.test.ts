@@ -2,6 +2,7 @@
 // restore over an existing tree, incremental backups, in-place and subset restores, the
 // prepare/pin/stream phases and files that change while read.
 import { appendFileSync, chmodSync, cpSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup, runRestore } from '../../src/engines/engine.js';
@@ -207,6 +208,46 @@ describe('files engine round trip', () => {
         await runRestore(await mountEngine(other).openRestore(restoreCtx(await t.reopen()), d));
         expect(diffTrees(describeTree(mount, { withRoot: true }), describeTree(join(other, 'mount'), { withRoot: true }))).toEqual([]);
         expect(statSync(join(other, 'mount/linked/two')).ino).toBe(statSync(join(other, 'mount/linked/one')).ino);
+      } finally {
+        rmSync(other, { recursive: true, force: true });
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('describes again a name that became another type or lost a chunk since the parent backup', async () => {
+    const dir = tempDir('rt-retype');
+    try {
+      const mount = join(dir, 'mount');
+      mkdirSync(mount);
+      for (const name of ['to-dir', 'to-link', 'kept']) writeFileSync(join(mount, name), `${name} as a file`);
+      writeFileSync(join(mount, 'lost'), randomBytes(100_000)); // incompressible: storing it again shows
+      const a = await runBackup(await mountEngine(dir).openBackup(backupCtx(t.repo)));
+      rmSync(join(mount, 'to-dir'));
+      mkdirSync(join(mount, 'to-dir'));
+      writeFileSync(join(mount, 'to-dir/inside'), 'now a directory');
+      rmSync(join(mount, 'to-link'));
+      symlinkSync('kept', join(mount, 'to-link'));
+      // The parent says "lost" is stored, but its chunk is gone from the repository: read again.
+      const lost = decodeTree(await t.repo.getTree(a.trees.root!)).find((e) => e.name.toString() === 'lost')!;
+      const hasBlob = t.repo.hasBlob.bind(t.repo);
+      const stored = t.repo.stats().bytes;
+      t.repo.hasBlob = (id) => id !== lost.content!.chunks[0] && hasBlob(id);
+      let b: ServiceArtifact;
+      try {
+        b = await runBackup(await mountEngine(dir).openBackup(backupCtx(t.repo, a)));
+      } finally {
+        t.repo.hasBlob = hasBlob;
+      }
+      expect(t.repo.stats().bytes - stored).toBeGreaterThan(100_000); // read and stored again
+      await t.repo.flush();
+      const other = tempDir('rt-retype-out');
+      try {
+        await runRestore(await mountEngine(other).openRestore(restoreCtx(await t.reopen()), b));
+        expect(diffTrees(describeTree(mount, { withRoot: true }), describeTree(join(other, 'mount'), { withRoot: true }))).toEqual([]);
+        expect(lstatSync(join(other, 'mount/to-dir')).isDirectory()).toBe(true);
+        expect(lstatSync(join(other, 'mount/to-link')).isSymbolicLink()).toBe(true);
       } finally {
         rmSync(other, { recursive: true, force: true });
       }
