@@ -78,16 +78,35 @@ export class BlobIndex {
     return number;
   }
 
+  /**
+   * Adds a pack's rows as a binary index file holds them (`count` rows of `rowBytes`: a 32-byte id,
+   * then offset, length and rawLength as little-endian uint32s), each unless its id is already
+   * indexed: no hex id, array or string per blob.
+   */
+  addPackRows(pack: string, type: BlobType, rows: Buffer, count: number, rowBytes: number): void {
+    const number = this.packNumber(pack);
+    const tree = type === 'tree';
+    for (let i = 0, at = 0; i < count; i++, at += rowBytes) {
+      const offset = rows.readUInt32LE(at + ID_BYTES);
+      this.insertBytes(rows, at, number, tree, offset, rows.readUInt32LE(at + ID_BYTES + 4), rows.readUInt32LE(at + ID_BYTES + 8));
+    }
+  }
+
   private insert(id: string, pack: number, tree: boolean, offset: number, length: number, rawLength: number): void {
     if (!this.decode(id)) throw new Error(`not a blob id: ${id}`);
+    this.insertBytes(this.probe, 0, pack, tree, offset, length, rawLength);
+  }
+
+  /** Inserts the id at `src[from]` (32 bytes) unless it is indexed already. */
+  private insertBytes(src: Buffer, from: number, pack: number, tree: boolean, offset: number, length: number, rawLength: number): void {
     if (this.count * 2 >= this.slots.length) this.growSlots();
-    const slot = this.slotOf(this.probe);
+    const slot = this.slotOf(src, from);
     if (this.slots[slot] !== EMPTY) return;
     const row = this.count++;
     if ((row & ROW_MASK) === 0) this.blocks.push(new RowBlock());
     const block = this.blocks[row >>> BLOCK_BITS]!;
     const at = row & ROW_MASK;
-    this.probe.copy(block.ids, at * ID_BYTES);
+    src.copy(block.ids, at * ID_BYTES, from, from + ID_BYTES);
     block.pack[at] = pack;
     block.offset[at] = offset;
     block.length[at] = length;

@@ -15,8 +15,8 @@ export type { KdfStrength } from './key-slots.js';
 
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
 export const DEFAULT_COMPRESSION_LEVEL = 3;
-/** Format of new repositories (blobs bound to their ids); formats 1 and 2 are still read and written in their own form. */
-export const FORMAT_VERSION = 3;
+/** Format of new repositories (blobs bound to their ids, binary index files); formats 1-3 are still read and written in their own form. */
+export const FORMAT_VERSION = 4;
 
 export interface InitOptions extends RepositoryOptions {
   storage: StorageBackend;
@@ -84,7 +84,7 @@ async function unlock(storage: StorageBackend, password: string): Promise<{ keys
     config = JSON.parse(plain.toString('utf8')) as RepoConfig;
     return true;
   });
-  if (!config || ![1, 2, 3].includes(config.version)) {
+  if (!config || ![1, 2, 3, 4].includes(config.version)) {
     throw new BunkerError('corrupt', `the repository at ${storage.location} has format version ${String(config?.version)}, which this Bunker does not know`, {
       hint: 'It was probably created by a newer Bunker: upgrade Bunker to open it.',
       details: { object: CONFIG_NAME },

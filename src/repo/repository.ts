@@ -8,6 +8,7 @@ import { isNotFound, type StorageBackend } from '../storage/index.js';
 import { Chunker, gearTable, type Chunk, type ChunkSizes } from './chunker.js';
 import { BlobIndex, type BlobType, type IndexEntry } from './blob-index.js';
 import { corrupt, open, seal, type MasterKeys } from './crypto.js';
+import { decodeIndexFile, encodeIndexFile, INDEX_ROW_BYTES, packRecord, type BlobRow, type IndexedPack, type PackRecord } from './index-file.js';
 import { NativeCodec } from './native-codec.js';
 import { treeReferences } from './tree.js';
 import type {
@@ -27,9 +28,9 @@ import type {
 export interface RepoConfig {
   /**
    * 1: packs named by the SHA-256 of the whole pack; 2: by the SHA-256 of their tail (sealed header and
-   * trailer); 3: as 2, and each blob sealed with its id as associated data.
+   * trailer); 3: as 2, and each blob sealed with its id as associated data; 4: as 3, with binary index files.
    */
-  version: 1 | 2 | 3;
+  version: 1 | 2 | 3 | 4;
   id: string;
   created: string;
   chunker: ChunkSizes;
@@ -42,19 +43,6 @@ export interface RepositoryOptions {
   workers?: number;
 }
 
-/** [id, offset, length, rawLength] — compact rows for pack headers and index files. */
-type BlobRow = [string, number, number, number];
-
-interface PackRecord {
-  id: string;
-  type: BlobType;
-  blobs: BlobRow[];
-}
-
-interface IndexFile {
-  version: 1;
-  packs: PackRecord[];
-}
 
 interface PackHeader {
   version: 1;
@@ -217,21 +205,21 @@ export class BunkerRepository implements Repository {
     const files = await this.storage.list('index/');
     for (const file of files) {
       if (this.loadedIndexes.has(file.name)) continue;
-      const parsed = await this.readIndexFile(file.name);
-      this.addIndexRecords(parsed.packs);
+      this.addIndexRecords(await this.readIndexFile(file.name));
       this.loadedIndexes.add(file.name);
     }
   }
 
-  private async readIndexFile(name: string): Promise<IndexFile> {
+  private async readIndexFile(name: string): Promise<IndexedPack[]> {
     const sealed = await this.storage.get(name);
-    const parsed = JSON.parse(open(this.keys.encKey, sealed, `index ${name}`).toString('utf8')) as IndexFile;
-    if (parsed.version !== 1 || !Array.isArray(parsed.packs)) throw corrupt(`index ${name} has an unknown format`, name);
-    return parsed;
+    return decodeIndexFile(open(this.keys.encKey, sealed, `index ${name}`), name);
   }
 
-  private addIndexRecords(packs: PackRecord[]): void {
-    for (const pack of packs) this.index.addPack(pack.id, pack.type, pack.blobs);
+  private addIndexRecords(packs: readonly IndexedPack[]): void {
+    for (const pack of packs) {
+      if ('blobs' in pack) this.index.addPack(pack.id, pack.type, pack.blobs);
+      else this.index.addPackRows(pack.id, pack.type, pack.rows, pack.count, INDEX_ROW_BYTES);
+    }
   }
 
   // ---------- writing ----------
@@ -378,8 +366,9 @@ export class BunkerRepository implements Repository {
     const blobs = this.unindexedBlobs;
     this.unindexed = [];
     this.unindexedBlobs = 0;
-    const file: IndexFile = { version: 1, packs };
-    const sealed = seal(this.keys.encKey, Buffer.from(JSON.stringify(file)));
+    // A repository keeps its format when written to: formats 1-3 keep JSON index files.
+    const body = this.config.version >= 4 ? encodeIndexFile(packs) : Buffer.from(JSON.stringify({ version: 1, packs }));
+    const sealed = seal(this.keys.encKey, body);
     const name = `index/${sha256(sealed)}`;
     try {
       await this.storage.put(name, sealed);
@@ -816,8 +805,7 @@ export class BunkerRepository implements Repository {
       try {
         const sealed = await this.storage.get(file.name);
         if (sha256(sealed) !== file.name.slice('index/'.length)) throw corrupt(`index ${file.name} does not match its name (damaged)`, file.name);
-        const parsed = JSON.parse(open(this.keys.encKey, sealed, `index ${file.name}`).toString('utf8')) as IndexFile;
-        for (const pack of parsed.packs) {
+        for (const pack of decodeIndexFile(open(this.keys.encKey, sealed, `index ${file.name}`), file.name).map(packRecord)) {
           packsInIndex.set(pack.id, pack);
           for (const [id, offset, length, rawLength] of pack.blobs) index.set(id, { pack: pack.id, type: pack.type, offset, length, rawLength });
         }

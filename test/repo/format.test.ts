@@ -1,15 +1,16 @@
 // Format versions: format 2 names a pack by the SHA-256 of its tail (sealed header and trailer) and relies
-// on the header tiling the body plus each blob's GCM tag; format 3 (new repositories) also seals each blob
-// with its id as associated data, so reads need not recompute the id. Format 1 (packs named by the hash of
-// all their bytes) and format 2 repositories, fixtures written by that format's code, stay readable,
-// writable and checkable in their own form.
+// on the header tiling the body plus each blob's GCM tag; format 3 also seals each blob with its id as
+// associated data, so reads need not recompute the id; format 4 (new repositories) writes index files in
+// binary. Format 1 (packs named by the hash of all their bytes), 2 and 3 repositories, fixtures written by
+// that format's code, stay readable, writable and checkable in their own form.
 import { createHash, randomBytes } from 'node:crypto';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { initRepository, openRepository } from '../../src/repo/index.js';
-import { PACK_TRAILER } from '../../src/repo/repository.js';
+import { PACK_TRAILER, type BunkerRepository } from '../../src/repo/repository.js';
+import { open as openSealed, type MasterKeys } from '../../src/repo/crypto.js';
 import type { SnapshotManifest, StreamRef } from '../../src/repo/types.js';
 import { FsBackend } from '../../src/storage/index.js';
 
@@ -34,6 +35,65 @@ async function packFiles(storage: FsBackend): Promise<{ name: string; id: string
 function tail(pack: Buffer): Buffer {
   return pack.subarray(pack.length - PACK_TRAILER - pack.readUInt32LE(pack.length - PACK_TRAILER));
 }
+
+/** The plaintexts of a repository's index files. */
+async function indexPlaintexts(storage: FsBackend, repo: BunkerRepository): Promise<Buffer[]> {
+  const keys = (repo as unknown as { keys: MasterKeys }).keys;
+  const out = [];
+  for (const o of await storage.list('index/')) out.push(openSealed(keys.encKey, await storage.get(o.name), o.name));
+  return out;
+}
+
+describe('format 4', () => {
+  it('writes index files in binary, and a new handle finds every blob through them', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bunker-format4-'));
+    const storage = new FsBackend(dir);
+    const repo = await initRepository({ storage, password: 'p', kdf: 'fast', chunkSizes: { min: 16384, avg: 32768, max: 65536 } });
+    expect(repo.config.version).toBe(4);
+    const data = randomBytes(300_000);
+    const ref = await repo.storeBuffer(data);
+    await repo.saveSnapshot(manifest({ data: ref }));
+    const plaintexts = await indexPlaintexts(storage, repo);
+    await repo.close();
+    expect(plaintexts.length).toBeGreaterThan(0);
+    for (const p of plaintexts) expect(p.subarray(0, 4).toString('latin1')).toBe('BKI\x04');
+    const again = await openRepository({ storage: new FsBackend(dir), password: 'p' });
+    expect(ref.chunks.length).toBeGreaterThan(3);
+    for (const id of ref.chunks) expect(again.hasBlob(id)).toBe(true);
+    expect((await again.readBuffer(ref)).equals(data)).toBe(true);
+    expect((await again.check({ readData: true })).ok).toBe(true);
+    await again.close();
+  });
+});
+
+describe('format 3', () => {
+  it('stays readable, writable (index files still JSON) and checkable', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bunker-format3-fixture-'));
+    await cp(join(import.meta.dirname, 'fixtures/format-3'), dir, { recursive: true });
+    const storage = new FsBackend(dir);
+    const open = () => openRepository({ storage, password: 'format-3-fixture' });
+    const repo = await open();
+    expect(repo.config.version).toBe(3);
+    const [snapshot] = await repo.listSnapshots();
+    const { bin, text } = (await repo.loadSnapshot(snapshot!.id)).services.s!.streams;
+    expect(sha256(await repo.readBuffer(bin!))).toBe('56ce8799dd6610a19b72c194e26d1d26de80e3241c10ded89b893a8d64971592');
+    expect(sha256(await repo.readBuffer(text!))).toBe('c3d3042ca3feb8a9ee2fc7bcb1e85d146ed289aba1ead03e7699350c5ace66d8');
+    expect((await repo.check({ readData: true })).ok).toBe(true);
+
+    const more = randomBytes(150 * 1024);
+    const ref = await repo.storeBuffer(more);
+    await repo.saveSnapshot(manifest({ more: ref }));
+    const plaintexts = await indexPlaintexts(storage, repo);
+    await repo.close();
+    expect(plaintexts).toHaveLength(2);
+    for (const p of plaintexts) expect(JSON.parse(p.toString('utf8')).version).toBe(1);
+    const again = await open();
+    expect(again.config.version).toBe(3);
+    expect((await again.readBuffer(ref)).equals(more)).toBe(true);
+    expect((await again.check({ readData: true })).ok).toBe(true);
+    await again.close();
+  });
+});
 
 describe('format 2', () => {
   it('names packs by the hash of their tail, and check catches bytes no blob covers', async () => {
@@ -88,7 +148,7 @@ describe('format 3', () => {
     const storage = new FsBackend(dir);
     // One chunk per buffer, both in one pack: its body is sealed A ‖ sealed B, of equal lengths.
     const repo = await initRepository({ storage, password: 'p', kdf: 'fast', chunkSizes: { min: 16384, avg: 32768, max: 65536 } });
-    expect(repo.config.version).toBe(3);
+    expect(repo.config.version).toBeGreaterThanOrEqual(3); // and every later format
     const a = randomBytes(10_000);
     const b = randomBytes(10_000);
     const refA = await repo.storeBuffer(a);

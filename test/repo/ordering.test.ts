@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { open, type MasterKeys } from '../../src/repo/crypto.js';
 import { initRepository, openRepository } from '../../src/repo/index.js';
+import { decodeIndexFile } from '../../src/repo/index-file.js';
 import type { SnapshotManifest, StreamRef } from '../../src/repo/types.js';
 import { FsBackend, type StorageBackend } from '../../src/storage/index.js';
 import { createTestRepo, type TestRepo } from '../helpers/repo.js';
@@ -97,8 +98,8 @@ describe('pack writes', () => {
       location: inner.location,
       async put(name, body) {
         if (name.startsWith('index/')) {
-          const parsed = JSON.parse(open(keys.encKey, Buffer.from(body as Uint8Array), name).toString('utf8')) as { packs: { id: string }[] };
-          for (const { id } of parsed.packs) if (!stored.has(id)) indexProblems.push(`${name} names pack ${id} before it is stored`);
+          const packs = decodeIndexFile(open(keys.encKey, Buffer.from(body as Uint8Array), name), name);
+          for (const { id } of packs) if (!stored.has(id)) indexProblems.push(`${name} names pack ${id} before it is stored`);
         }
         if (!name.startsWith('data/')) return inner.put(name, body);
         most = Math.max(most, ++writing);
