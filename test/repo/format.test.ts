@@ -66,7 +66,7 @@ describe('format 4', () => {
   });
 });
 
-describe('format 3', () => {
+describe('format 3 fixture', () => {
   it('stays readable, writable (index files still JSON) and checkable', async () => {
     dir = await mkdtemp(join(tmpdir(), 'bunker-format3-fixture-'));
     await cp(join(import.meta.dirname, 'fixtures/format-3'), dir, { recursive: true });
@@ -142,7 +142,7 @@ describe('format 2', () => {
   });
 });
 
-describe('format 3', () => {
+describe('blobs bound to their ids (format 3 and later)', () => {
   it('binds each blob to its id: a blob read where another should be is refused, by reads and by check', async () => {
     dir = await mkdtemp(join(tmpdir(), 'bunker-format3-'));
     const storage = new FsBackend(dir);
