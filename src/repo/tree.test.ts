@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { isBunkerError } from '../core/errors.js';
 import { decodeTree, encodeTree, FLAG_SPARSE, treeReferences, type TreeEntry } from './tree.js';
@@ -73,8 +74,14 @@ describe('tree objects', () => {
       expect([...blob.subarray(at, at + leb(ino).length)], `ino ${ino}`).toEqual(leb(ino));
       expect(decodeTree(blob)[0]!.ino, `ino ${ino}`).toBe(ino);
     }
-    for (const mtimeNs of [-(2n ** 63n), -1_700_000_000_123_456_789n, -1n, 1n, 1_700_000_000_123_456_789n, 4102444800_999999999n, 2n ** 63n - 1n]) {
+    for (const mtimeNs of [-(2n ** 63n), 0n, 2n ** 48n - 1n, 2n ** 48n, -(2n ** 48n), -(2n ** 48n) - 1n, 2n ** 49n + 1n, -(2n ** 52n) - 3n, -1_700_000_000_123_456_789n, -1n, 1n, 1_700_000_000_123_456_789n, 4102444800_999999999n, 2n ** 63n - 1n]) {
       expect(decodeTree(encodeTree([entry('x', { mtimeNs, ctimeNs: -mtimeNs })]))[0]).toMatchObject({ mtimeNs, ctimeNs: -mtimeNs });
+    }
+    // Random times of every magnitude: the decoder takes a different path below 2^48, up to 2^61 and beyond.
+    const random = randomBytes(8 * 3000);
+    for (let i = 0; i < 3000; i++) {
+      const mtimeNs = random.readBigInt64LE(8 * i) >> BigInt(i % 64);
+      expect(decodeTree(encodeTree([entry('x', { mtimeNs, ctimeNs: -mtimeNs - 1n })]))[0]).toMatchObject({ mtimeNs, ctimeNs: -mtimeNs - 1n });
     }
   });
 
