@@ -5,6 +5,8 @@
 // arrays twice the size (at a million blobs that copy was a ~170 MB spike). Ids are HMAC-SHA-256
 // outputs, uniformly distributed, so their first bytes are the hash directly.
 
+import { INDEX_ROW_BYTES } from './index-file.js';
+
 export type BlobType = 'data' | 'tree';
 
 export interface IndexEntry {
@@ -79,14 +81,14 @@ export class BlobIndex {
   }
 
   /**
-   * Adds a pack's rows as a binary index file holds them (`count` rows of `rowBytes`: a 32-byte id,
-   * then offset, length and rawLength as little-endian uint32s), each unless its id is already
-   * indexed: no hex id, array or string per blob.
+   * Adds a pack's rows as a binary index file holds them (`count` rows of INDEX_ROW_BYTES: a 32-byte
+   * id, then offset, length and rawLength as little-endian uint32s; index-file.ts), each unless its
+   * id is already indexed: no hex id, array or string per blob.
    */
-  addPackRows(pack: string, type: BlobType, rows: Buffer, count: number, rowBytes: number): void {
+  addPackRows(pack: string, type: BlobType, rows: Buffer, count: number): void {
     const number = this.packNumber(pack);
     const tree = type === 'tree';
-    for (let i = 0, at = 0; i < count; i++, at += rowBytes) {
+    for (let i = 0, at = 0; i < count; i++, at += INDEX_ROW_BYTES) {
       const offset = rows.readUInt32LE(at + ID_BYTES);
       this.insertBytes(rows, at, number, tree, offset, rows.readUInt32LE(at + ID_BYTES + 4), rows.readUInt32LE(at + ID_BYTES + 8));
     }

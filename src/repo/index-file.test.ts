@@ -63,7 +63,7 @@ describe('index files', () => {
     const fromRows = new BlobIndex();
     for (const p of decodeIndexFile(encodeIndexFile(packs), 'index/x')) {
       if (!('rows' in p)) throw new Error('expected binary rows');
-      fromRows.addPackRows(p.id, p.type, p.rows, p.count, INDEX_ROW_BYTES);
+      fromRows.addPackRows(p.id, p.type, p.rows, p.count);
     }
     const fromObjects = new BlobIndex();
     for (const p of packs) fromObjects.addPack(p.id, p.type, p.blobs);

@@ -8,7 +8,7 @@ import { isNotFound, type StorageBackend } from '../storage/index.js';
 import { Chunker, gearTable, type Chunk, type ChunkSizes } from './chunker.js';
 import { BlobIndex, type BlobType, type IndexEntry } from './blob-index.js';
 import { corrupt, open, seal, type MasterKeys } from './crypto.js';
-import { decodeIndexFile, encodeIndexFile, INDEX_ROW_BYTES, packRecord, type BlobRow, type IndexedPack, type PackRecord } from './index-file.js';
+import { decodeIndexFile, encodeIndexFile, packRecord, type BlobRow, type IndexedPack, type PackRecord } from './index-file.js';
 import { NativeCodec } from './native-codec.js';
 import { treeReferences } from './tree.js';
 import type {
@@ -42,7 +42,6 @@ export interface RepositoryOptions {
   /** Blob operations (hashing, compression, encryption) run at once on the thread pool (default: the machine's cores, at most 4). */
   workers?: number;
 }
-
 
 interface PackHeader {
   version: 1;
@@ -218,7 +217,7 @@ export class BunkerRepository implements Repository {
   private addIndexRecords(packs: readonly IndexedPack[]): void {
     for (const pack of packs) {
       if ('blobs' in pack) this.index.addPack(pack.id, pack.type, pack.blobs);
-      else this.index.addPackRows(pack.id, pack.type, pack.rows, pack.count, INDEX_ROW_BYTES);
+      else this.index.addPackRows(pack.id, pack.type, pack.rows, pack.count);
     }
   }
 

@@ -175,27 +175,44 @@ class In {
     }
     return this.fail('integer too large');
   }
-  big(): bigint {
-    // Most values (inodes, sizes, devices) fit in 49 bits: read those as numbers first.
+  /** Set by varint(): bits 0-48 of the value, and the bits above (-1: none, the value fits 49 bits). */
+  private low = 0;
+  private high = -1;
+  /**
+   * Reads a varint of up to 10 bytes into `low` and `high` as numbers (most values, inodes and sizes,
+   * fit 49 bits; nanosecond times take 9 bytes). False, with nothing consumed, for a longer one.
+   */
+  private varint(): boolean {
     const start = this.pos;
-    let small = 0;
+    let low = 0;
     let mul = 1;
     for (let i = 0; i < 7; i++) {
       const b = this.byte();
-      small += (b & 0x7f) * mul;
-      if (b < 0x80) return BigInt(small);
+      low += (b & 0x7f) * mul;
+      if (b < 0x80) {
+        this.low = low;
+        this.high = -1;
+        return true;
+      }
       mul *= 0x80;
     }
-    // Up to 10 bytes (nanosecond times take 9): bits 0-48 above, the rest as a second number.
     let high = 0;
     mul = 1;
     for (let i = 7; i < 10; i++) {
       const b = this.byte();
       high += (b & 0x7f) * mul;
-      if (b < 0x80) return (BigInt(high) << 49n) | BigInt(small);
+      if (b < 0x80) {
+        this.low = low;
+        this.high = high;
+        return true;
+      }
       mul *= 0x80;
     }
     this.pos = start;
+    return false;
+  }
+  /** A varint of any length, the generic bigint way (more than 10 bytes: only crafted or odd trees). */
+  private longVarint(): bigint {
     let n = 0n;
     let shift = 0n;
     for (let i = 0; i < 19; i++) {
@@ -206,33 +223,21 @@ class In {
     }
     return this.fail('integer too large');
   }
+  big(): bigint {
+    if (!this.varint()) return this.longVarint();
+    return this.high < 0 ? BigInt(this.low) : (BigInt(this.high) << 49n) | BigInt(this.low);
+  }
   zigzag(): bigint {
-    // As big(), with the sign taken from the low bit while it is still a number: nanosecond times
-    // (9 bytes) cost three bigint operations instead of six.
-    const start = this.pos;
-    let small = 0;
-    let mul = 1;
-    for (let i = 0; i < 7; i++) {
-      const b = this.byte();
-      small += (b & 0x7f) * mul;
-      if (b < 0x80) return BigInt(small % 2 ? -(small + 1) / 2 : small / 2);
-      mul *= 0x80;
+    if (!this.varint()) {
+      const z = this.longVarint();
+      return z & 1n ? -((z + 1n) >> 1n) : z >> 1n;
     }
-    let high = 0;
-    mul = 1;
-    for (let i = 7; i < 10; i++) {
-      const b = this.byte();
-      high += (b & 0x7f) * mul;
-      if (b < 0x80) {
-        // z = high·2^49 + small, so z >> 1 = high·2^48 + ⌊small / 2⌋ (small < 2^49).
-        const half = (BigInt(high) << 48n) | BigInt(Math.floor(small / 2));
-        return small % 2 ? -half - 1n : half;
-      }
-      mul *= 0x80;
-    }
-    this.pos = start;
-    const z = this.big();
-    return z & 1n ? -((z + 1n) >> 1n) : z >> 1n;
+    // The sign is the low bit, read while still a number: a nanosecond time costs three bigint
+    // operations instead of six. z = high·2^49 + low, so z >> 1 = high·2^48 + ⌊low / 2⌋.
+    const negative = this.low % 2 === 1;
+    if (this.high < 0) return BigInt(negative ? -(this.low + 1) / 2 : this.low / 2);
+    const half = (BigInt(this.high) << 48n) | BigInt(Math.floor(this.low / 2));
+    return negative ? -half - 1n : half;
   }
   lenBytes(): Buffer {
     return Buffer.from(this.bytes(this.uint()));
