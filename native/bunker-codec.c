@@ -882,21 +882,28 @@ static Op *new_op(napi_env env, napi_callback_info info, OpKind kind, bool with_
   return op;
 }
 
+/** Queues `data` on the thread pool with a new promise (`deferred`), which `complete` settles; returns the promise. */
+static napi_value queue_pool_work(napi_env env, void *data, napi_async_execute_callback execute, napi_async_complete_callback complete,
+                                  napi_deferred *deferred, napi_async_work *work) {
+  napi_value promise, name;
+  CHECK(napi_create_promise(env, deferred, &promise));
+  CHECK(napi_create_string_utf8(env, "bunker-codec", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, execute, complete, data, work));
+  CHECK(napi_queue_async_work(env, *work));
+  return promise;
+}
+
 /**
  * Queues an op on the thread pool; returns its promise. The input must not change until it settles.
  * `in_place`: an open may decrypt over its input.
  */
 static napi_value queue_op_in(napi_env env, napi_callback_info info, OpKind kind, bool with_keys, bool in_place) {
-  napi_value input, promise, name;
+  napi_value input;
   Op *op = new_op(env, info, kind, with_keys, &input);
   if (!op) return NULL;
   op->in_place = in_place;
   CHECK(napi_create_reference(env, input, 1, &op->input_ref));
-  CHECK(napi_create_promise(env, &op->deferred, &promise));
-  CHECK(napi_create_string_utf8(env, "bunker-codec", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_create_async_work(env, NULL, name, execute, complete, op, &op->work));
-  CHECK(napi_queue_async_work(env, op->work));
-  return promise;
+  return queue_pool_work(env, op, execute, complete, &op->deferred, &op->work);
 }
 
 static napi_value queue_op(napi_env env, napi_callback_info info, OpKind kind, bool with_keys) {
@@ -1090,7 +1097,7 @@ static const char RUN_USAGE[] = "bunker-codec: openRun(keys, sealed, layout: Uin
  * with an Error carrying `index` (the failing blob) and `mismatch` (it opened, but has another id).
  */
 static napi_value open_run_async(napi_env env, napi_callback_info info) {
-  napi_value args, promise, name;
+  napi_value args;
   RunOp *op = calloc(1, sizeof(RunOp));
   if (!op || !parse_run(env, info, op, &args)) {
     free(op);
@@ -1098,11 +1105,7 @@ static napi_value open_run_async(napi_env env, napi_callback_info info) {
     return NULL;
   }
   CHECK(napi_create_reference(env, args, 1, &op->args_ref));
-  CHECK(napi_create_promise(env, &op->deferred, &promise));
-  CHECK(napi_create_string_utf8(env, "bunker-codec", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_create_async_work(env, NULL, name, run_execute, run_complete, op, &op->work));
-  CHECK(napi_queue_async_work(env, op->work));
-  return promise;
+  return queue_pool_work(env, op, run_execute, run_complete, &op->deferred, &op->work);
 }
 
 /** openRunSync: the same on the calling thread (a run smaller than a pool round trip); throws instead of rejecting. */
